@@ -18,21 +18,31 @@ def _sumsq(x):
     return (x if x.dtype in (torch.float32, torch.float64) else x.float()).square().sum().double()
 
 def _scaled_sign_pow(d:torch.Tensor, e:float):
-    "Return `(s, m, uu, ss)`: m = max|d| (at least the dtype's `tiny`), s = sign_pow(d/m, e), uu = ||d/m||², ss = ||s||²."
+    "Return `(s, m, uu, ss)`: m = max|d| (at least the dtype's `tiny`), s = sign_pow(d/m, e), uu = ||d/m||², ss = ||s||²; NaN/Inf in d give NaN in s."
     tiny = torch.finfo(d.dtype).tiny                          # any m > 0 works: sign_pow(d, e) = m^e sign_pow(d/m, e)
     m = d.abs().amax().clamp_min(tiny) if d.numel() else d.new_full((), tiny)
     u = d / m
     m = m.double()
     s = sign_pow(u, e)
+    if e == 0: s = torch.where(u.isnan(), u, s)              # torch.sign(nan) is 0: keep the NaN (an Inf in d makes u NaN)
     return s, m, _sumsq(u), _sumsq(s)
+
+def _group_ratio(a, b, grp, n):
+    "Per group k of `grp`: sqrt(sum a_i² / sum b_i²) over the i with grp_i = k, each sum scaled by its largest term (no over/underflow); NaN in, NaN out."
+    big = lambda x: torch.zeros(n, dtype=x.dtype).scatter_reduce_(0, grp, x, 'amax')
+    A, B = big(a), big(b)
+    A1, B1 = torch.where(A > 0, A, 1), torch.where(B > 0, B, 1)
+    G = torch.zeros(n, dtype=a.dtype).index_add_(0, grp, (a/A1[grp]).square())    # sum a² / A²
+    S = torch.zeros(n, dtype=b.dtype).index_add_(0, grp, (b/B1[grp]).square())    # sum b² / B²
+    return torch.where(S > 0, A1/B1*(G/torch.where(S > 0, S, 1)).sqrt(), G*0)   # S = 0 means b = 0: factor 0 (G*0 keeps a NaN)
 
 # %% ../nbs/02_gsgd.ipynb #086c8f09
 def use_foreach(foreach:bool|None, # the optimizer's `foreach` argument
                 tensors:list # the tensors one step will touch
                )->bool:
-    "Resolve `foreach=None`: the fast path whenever every tensor is dense and strided (on any device), else the readable loop."
+    "Resolve `foreach=None`: the fast path whenever every tensor is a plain dense strided tensor (on any device), else the readable loop."
     if foreach is not None: return bool(foreach)
-    return all(t.layout == torch.strided and not t.is_sparse for t in tensors)
+    return all(type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided for t in tensors)
 
 def foreach_batches(lists:list, # aligned lists of same-shaped tensors (params, grads, state, ...)
                     chunk_bytes:int|None=None # target size of one batch, per list (None: `foreach_batches.chunk_bytes`)
@@ -116,6 +126,7 @@ class GSGD(ScheduledOptimizer):
         if closure is not None:
             with torch.enable_grad(): loss = closure()
         for group in self.param_groups:
+            for p in group['params']: check_no_sparse(p, 'GSGD')      # before the schedule counts a step
             t = self._advance(group)
             e = gsgd_exponent(t, group['total_steps'])
             grads = [p.grad for p in group['params'] if p.grad is not None]
@@ -127,11 +138,12 @@ class GSGD(ScheduledOptimizer):
             if group['rescale'] is None: f = me                            # Algorithm 1
             elif group['rescale'] == 'tensor':                             # ||d_i|| / ||m_i^e s_i|| * m_i^e
                 f = [mi*(u/x).sqrt() if x > 0 else mi*0 for mi, u, x in zip(m, uu, ss)]
-            else:                                                          # Eq. 4 over the whole group
-                G2 = sum(mi.square()*u for mi, u in zip(m, uu))            # ||d||_2^2
-                S2 = sum(x.square()*y for x, y in zip(me, ss))             # ||sign_pow(d, e)||_2^2
-                r = (G2/S2).sqrt() if S2 > 0 else G2*0
-                f = [r*x for x in me]
+            else:                                                          # Eq. 4 over the whole group, in units of M
+                M = torch.stack(m).amax()                                  # = max|d| over the group; m_i^2 alone may overflow
+                G2 = sum((mi/M).square()*u for mi, u in zip(m, uu))        # ||d||_2^2 / M^2
+                S2 = sum((mi/M).pow(2*e)*x for mi, x in zip(m, ss))        # ||sign_pow(d, e)||_2^2 / M^(2e)
+                r = (G2/S2).sqrt() if S2 > 0 else G2*0                     # Eq. 4's factor divided by M^(1-e)
+                f = [r*M*(mi/M).pow(e) for mi in m]                        # factor * m_i^e
             lr, wd = group['lr'], group['weight_decay']
             for (p, _), si, fi in zip(pd, s, f):
                 if wd != 0: p.mul_(1 - lr*wd)
@@ -166,7 +178,9 @@ class GSGD(ScheduledOptimizer):
                 torch._foreach_add_(pb, db, alpha=-lr); continue
             a = torch._foreach_abs(db)
             nd += _norms(a)                                                # ||d|| of each piece
-            if e == 0: torch._foreach_sign_(a)                             # |d|^0 with 0^0 = 0
+            if e == 0:                                                     # |d|^0 with 0^0 = 0; NaN/Inf stay NaN
+                torch._foreach_sign_(a)
+                for x, y in zip(a, db): x.masked_fill_(~torch.isfinite(y), math.nan)
             elif e != 1: torch._foreach_pow_(a, e)                         # the one fractional power per element
             ns += _norms(a)                                                # || |d|^e || of each piece
             for x, y in zip(a, db): torch.copysign(x, y, out=x)            # sign(d)|d|^e (no foreach copysign)
@@ -177,22 +191,17 @@ class GSGD(ScheduledOptimizer):
         if not keep: return
         idx_all = torch.tensor([i for b in keep for i in b[0]])
         nd, ns = torch.stack(nd).double(), torch.stack(ns).double()
-        G2, S2 = nd.square(), ns.square()
-        if rescale == 'global': G2, S2 = G2.sum()[None], S2.sum()[None]
-        else: G2, S2 = (torch.zeros(len(ps), dtype=torch.float64).index_add_(0, idx_all, x) for x in (G2, S2))
         lo = _norm_floor(ps[0].dtype)
-        if not (torch.isfinite(G2).all() and torch.isfinite(S2).all() and not ((G2 < lo*lo) & (S2 > 0)).any()
+        if not (torch.isfinite(nd).all() and torch.isfinite(ns).all() and not ((nd < lo) & (ns > 0)).any()
                 and all(p.dtype == ps[0].dtype for p in ps)):
-            # extreme magnitudes: the unscaled sums of squares may have over- or underflowed; redo them scaled by each
-            # piece's max, as the readable path does (rare: gradients beyond about 1e12 or below 1e-9 in fp32)
+            # extreme magnitudes (or NaN/Inf): a piece's norm may have over- or underflowed inside `_foreach_norm`; redo
+            # each scaled by the piece's max, as the readable path does (rare: gradients beyond about 1e12 or below 1e-9 in fp32)
             ds, ss = [d for b in keep for d in b[2]], [x for b in keep for x in b[3]]
             mx = torch.stack([d.abs().amax() for d in ds]).double()
             nd = torch.stack([m*_sumsq(d/m.to(d.dtype)) .sqrt() if m > 0 else m for m, d in zip(mx, ds)])
             ns = torch.stack([m*_sumsq(x/m.to(x.dtype)).sqrt() if m > 0 else m for m, x in zip(mx.pow(e), ss)])
-            G2, S2 = nd.square(), ns.square()
-            if rescale == 'global': G2, S2 = G2.sum()[None], S2.sum()[None]
-            else: G2, S2 = (torch.zeros(len(ps), dtype=torch.float64).index_add_(0, idx_all, x) for x in (G2, S2))
-        f = torch.where(S2 > 0, (G2/torch.where(S2 > 0, S2, 1)).sqrt(), 0)   # Eq. 4's factor (per tensor for 'tensor')
+        grp = torch.zeros_like(idx_all) if rescale == 'global' else idx_all
+        f = _group_ratio(nd, ns, grp, 1 if rescale == 'global' else len(ps))   # Eq. 4's factor (per tensor for 'tensor')
         if rescale == 'global':                                            # one factor: a single fused add per batch
             alpha = -lr*f.item()
             for idx, pb, _, a in keep:
@@ -227,7 +236,8 @@ class GAdam(ScheduledOptimizer):
         if not st:
             st['step'] = 0
             st['exp_avg'] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st['exp_avg_sq'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st['rms'] = torch.zeros_like(p, memory_format=torch.preserve_format)   # sqrt(v_t), see below
+        elif 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt_()                # a state saved with v_t itself
         return st
 
     @torch.no_grad()
@@ -237,6 +247,7 @@ class GAdam(ScheduledOptimizer):
         if closure is not None:
             with torch.enable_grad(): loss = closure()
         for group in self.param_groups:
+            for p in group['params']: check_no_sparse(p, 'GAdam')     # before the schedule counts a step
             t = self._advance(group)
             q = gadam_power(t, group['total_steps'])
             grads = [p.grad for p in group['params'] if p.grad is not None]
@@ -248,16 +259,16 @@ class GAdam(ScheduledOptimizer):
                 g = -p.grad if group['maximize'] else p.grad
                 st = self._state(p)
                 st['step'] += 1; k = st['step']          # this tensor's own count, for bias correction
-                m, v = st['exp_avg'], st['exp_avg_sq']
+                m, r = st['exp_avg'], st['rms']
                 m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v/(1 - b2**k)).pow_(q).add_(safe_eps(eps, v.dtype))
+                torch.hypot(r.mul_(math.sqrt(b2)), g*math.sqrt(1 - b2), out=r)   # r_t = sqrt(b2 r^2 + (1-b2) g^2)
+                denom = (r/math.sqrt(1 - b2**k)).pow_(2*q).add_(safe_eps(eps, r.dtype))   # (v_t/(1-b2^k))^q + eps
                 if wd != 0: p.mul_(1 - lr*wd)
                 p.addcdiv_(m, denom, value=-lr/(1 - b1**k))
         return loss
 
     def _step_foreach(self, group, q):
-        "The same step over batches of flat views: $(\\hat v)^q+\\epsilon = c^{-q}(v^q + \\epsilon c^q)$ with $c = 1-\\beta_2^k$ saves a pass."
+        "The same step over batches of flat views: $(\\hat v)^q+\\epsilon = c^{-q}(r^{2q} + \\epsilon c^q)$ with $c = 1-\\beta_2^k$ saves a pass."
         ps = [p for p in group['params'] if p.grad is not None]
         if not ps: return
         for p in ps: check_no_sparse(p, 'GAdam')
@@ -270,15 +281,16 @@ class GAdam(ScheduledOptimizer):
         c2q = [(1 - b2**k)**q for k in ks]                                  # bias corrections, per tensor
         alpha = [-lr*c/(1 - b1**k) for c, k in zip(c2q, ks)]
         epsq = [safe_eps(eps*c, p.dtype) for c, p in zip(c2q, ps)]
-        ms, vs = [st['exp_avg'] for st in sts], [st['exp_avg_sq'] for st in sts]
-        for idx, pb, gb, mb, vb in foreach_batches([ps, gs, ms, vs]):
+        ms, rs = [st['exp_avg'] for st in sts], [st['rms'] for st in sts]
+        for idx, pb, gb, mb, rb in foreach_batches([ps, gs, ms, rs]):
             torch._foreach_lerp_(mb, gb, 1 - b1)
-            torch._foreach_mul_(vb, b2); torch._foreach_addcmul_(vb, gb, gb, value=1 - b2)
+            torch._foreach_mul_(rb, math.sqrt(b2))
+            for r, g in zip(rb, torch._foreach_mul(gb, math.sqrt(1 - b2))): torch.hypot(r, g, out=r)   # r = sqrt(v)
             if q == 0: den = None                                           # v^0 = 1 (torch's 0^0 = 1)
-            elif q == 0.5: den = torch._foreach_sqrt(vb)
-            else: den = torch._foreach_pow(vb, q)                           # the one fractional power per element
+            elif q == 0.5: den = torch._foreach_add(rb, [epsq[i] for i in idx])   # sqrt(v) + eps: no power at all
+            else:
+                den = torch._foreach_pow(rb, 2*q)                           # the one fractional power per element
+                torch._foreach_add_(den, [epsq[i] for i in idx])
             if wd != 0: torch._foreach_mul_(pb, 1 - lr*wd)
             if den is None: torch._foreach_add_(pb, torch._foreach_mul(mb, [alpha[i]/(1 + epsq[i]) for i in idx]))
-            else:
-                torch._foreach_add_(den, [epsq[i] for i in idx])
-                torch._foreach_addcdiv_(pb, mb, den, [alpha[i] for i in idx])
+            else: torch._foreach_addcdiv_(pb, mb, den, [alpha[i] for i in idx])

@@ -10,6 +10,7 @@ import math
 import torch
 from .schedules import check_nonneg, check_in_unit, check_positive_int, check_no_sparse, CheckedStateDict
 from .gsgd import use_foreach, foreach_batches
+from torch.distributed.tensor import DTensor, Replicate
 
 # %% ../nbs/04_s3.ipynb #d762c8f0
 def adam_update_bound(beta1:float, # Adam's first-moment coefficient
@@ -54,6 +55,12 @@ def _root(a, p):
     "a**(1/p) for a >= 0, with exact cheap paths for p = 1, 2."
     return a if p == 1 else a.sqrt() if p == 2 else a.pow(1.0/p)
 
+def _scalar_like(x):
+    "A 0-d zero of `x`'s dtype and device; for a sharded `DTensor` parameter, a replicated DTensor (so it mixes with its reductions)."
+    z = torch.zeros((), dtype=x.dtype, device=x.device)
+    if isinstance(x, DTensor): z = DTensor.from_local(z, x.device_mesh, [Replicate()]*x.device_mesh.ndim)
+    return z
+
 class S3(CheckedStateDict, torch.optim.Optimizer):
     "SoftSignSGD (Algorithm 1): $x \\leftarrow x - \\gamma\\, n_t/b_t(p)$ with one $\\beta$, so every coordinate moves by at most `lr`."
     def __init__(self, params,
@@ -78,7 +85,7 @@ class S3(CheckedStateDict, torch.optim.Optimizer):
         st['step'] = torch.zeros((), dtype=torch.float32, device=x.device)
         st['exp_avg'] = torch.zeros_like(x, memory_format=torch.preserve_format)
         st['exp_avg_pow'] = torch.zeros_like(x, memory_format=torch.preserve_format)
-        st['scale'] = torch.zeros((), dtype=x.dtype, device=x.device)
+        st['scale'] = _scalar_like(x)
         return st
 
     @torch.no_grad()

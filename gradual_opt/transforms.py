@@ -247,6 +247,7 @@ class AGRAdamW(ScheduledOptimizer):
         if closure is not None:
             with torch.enable_grad(): loss = closure()
         for group in self.param_groups:
+            for p in group['params']: check_no_sparse(p, 'AGRAdamW')  # before the step is counted
             if group['until'] is None: group['step'] += 1; t = group['step']; on = True
             else: t = self._advance(group); on = t <= group['until'] * group['total_steps']
             (b1, b2), lr, wd, eps = group['betas'], group['lr'], group['weight_decay'], group['eps']
@@ -255,12 +256,13 @@ class AGRAdamW(ScheduledOptimizer):
                 check_no_sparse(p, 'AGRAdamW')
                 g, st = (-p.grad if group.get('maximize') else p.grad), self.state[p]
                 if not st:
-                    st['n'] = 0; st['exp_avg'] = torch.zeros_like(p); st['exp_avg_sq'] = torch.zeros_like(p)
+                    st['n'] = 0; st['exp_avg'] = torch.zeros_like(p); st['rms'] = torch.zeros_like(p)
+                elif 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt_()   # a state saved with v itself
                 st['n'] += 1; n = st['n']                      # per-tensor count for the bias corrections
-                m, v = st['exp_avg'], st['exp_avg_sq']
+                m, r = st['exp_avg'], st['rms']                # r = sqrt(v): g*g never formed, so it cannot overflow
                 if wd != 0: p.mul_(1 - lr * wd)
                 m.lerp_(agr(g) if on and g.ndim >= group['min_ndim'] else g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v / (1 - b2 ** n)).sqrt_().add_(safe_eps(eps, v.dtype))   # fp16-safe eps
+                torch.hypot(r.mul_(math.sqrt(b2)), g * math.sqrt(1 - b2), out=r)   # r = sqrt(b2 r^2 + (1-b2) g^2)
+                denom = (r / math.sqrt(1 - b2 ** n)).add_(safe_eps(eps, r.dtype))  # sqrt(v_hat) + eps, fp16-safe eps
                 p.addcdiv_(m, denom, value=-lr / (1 - b1 ** n))
         return loss
