@@ -197,12 +197,14 @@ class AutoscaleNorm(GradTransform):
         if self.track: self.hist.append((float(s), float(a)))
 
     def apply_foreach(self, ps):
-        "The same map in two passes over memory: per-piece sums and sums of squares (one read), then $(g-\\mu_i)a_t$ per cache-sized batch."
+        "The same map in two passes over memory: per-piece sums and sums of squares (one read), then $c_i + a_t g$ with $c_i=-a_t\\mu_i$."
         gs = [p.grad for p in ps]
         pieces = foreach_batches([gs])                                   # cache-sized flat views; empty tensors skipped
         nrm, sm, ix, cnt, lo = [], [], [], [], []
         for idx, gb in pieces:                                           # the two reductions read each piece while it is in cache
-            nrm += _norms(gb)
+            if all(g.dtype in (torch.float32, torch.float64) for g in gb):
+                nrm += [torch.dot(g.view(-1), g.view(-1)).sqrt() if g.is_contiguous() else torch.linalg.vector_norm(g) for g in gb]
+            else: nrm += _norms(gb)                                      # fp16/bf16: accumulated in fp32
             sm += [g.sum(dtype=torch.float64 if g.dtype == torch.float64 else torch.float32) for g in gb]
             ix += idx; cnt += [g.numel() for g in gb]; lo += [_norm_floor(g.dtype) for g in gb]
         N = sum(g.numel() for g in gs)
@@ -219,10 +221,12 @@ class AutoscaleNorm(GradTransform):
         a = self.factor(s)
         ix = torch.tensor(ix)
         mu = (torch.zeros(len(gs), dtype=torch.float64).index_add_(0, ix, sm)/torch.tensor([max(g.numel(), 1) for g in gs])).tolist()
-        af = float(a)
-        for idx, gb in pieces:                                           # (g - mu_i)*a: two in-cache passes, one trip to memory
-            if self.center: torch._foreach_sub_(gb, [mu[i] for i in idx])
-            if self.scale: torch._foreach_mul_(gb, af)
+        af = float(a) if self.scale else 1.
+        cs = [torch.tensor(-af*m if self.center else 0., dtype=g.dtype, device=g.device) for m, g in zip(mu, gs)]
+        for idx, gb in pieces:                                           # (g - mu_i)*a = c_i + a*g with c_i = -a*mu_i: one pass
+            for i, g in zip(idx, gb):
+                if self.center and gs[i].numel() == 1: g.sub_(g)         # a one-entry tensor: centred to exactly 0
+                else: torch.add(cs[i], g, alpha=af, out=g)
         if self.track: self.hist.append((float(s), af))
 
 # %% ../nbs/05_transforms.ipynb #582e414d
@@ -269,7 +273,11 @@ class AGR(GradTransform):
         for p in ps:
             if p.grad.numel() == 1: p.grad.sub_(p.grad)                 # alpha = 1: Psi(g) = 0 exactly
         if not gs: return
-        l1 = torch.stack([g.abs().sum(dtype=torch.float64 if g.dtype == torch.float64 else torch.float32) for g in gs]).double().tolist()
+        pieces, l1 = foreach_batches([gs]), torch.zeros(len(gs), dtype=torch.float64)
+        for idx, gb in pieces:                                           # sum|g| piece by piece: |g| is a cache-sized temporary
+            l1.index_add_(0, torch.tensor(idx), torch.stack([x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+                                                              for x in torch._foreach_abs(gb)]).double())
+        l1 = l1.tolist()
         fast, cs = [], []
         for g, S in zip(gs, l1):
             big = torch.finfo(torch.float64 if g.dtype == torch.float64 else torch.float32).max
