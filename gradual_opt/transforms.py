@@ -146,6 +146,7 @@ def autoscale_factor_eq1(s, # global gradient std s_t (float or tensor)
 
 # %% ../nbs/05_transforms.ipynb #f04fe4b5
 def _as_acc(x): return x if x.dtype in (torch.float32, torch.float64) else x.float()
+def _host(ts): return (torch.stack(ts) if len({t.device for t in ts}) == 1 else torch.stack([t.cpu() for t in ts])).double().cpu()
 
 def global_std(grads # iterable of gradient tensors, treated as one concatenated vector
               )->Tensor:
@@ -209,7 +210,7 @@ class AutoscaleNorm(GradTransform):
             ix += idx; cnt += [g.numel() for g in gb]; lo += [_norm_floor(g.dtype) for g in gb]
         N = sum(g.numel() for g in gs)
         if N < 2 or not ix: return self.apply(ps)                       # no unbiased std: the readable path's conventions
-        nrm, sm, cnt = torch.stack(nrm).double(), torch.stack(sm).double(), torch.tensor(cnt, dtype=torch.float64)
+        nrm, sm, cnt = _host(nrm), _host(sm), torch.tensor(cnt, dtype=torch.float64)   # float64 on the host
         sq, mean_p = nrm.square(), sm/cnt
         m2_p = torch.where(cnt > 1, sq - sm*mean_p, 0.)                  # each piece's sum of squared deviations
         if not (torch.isfinite(sq).all() and torch.isfinite(sm).all()) or ((nrm < torch.tensor(lo, dtype=torch.float64)) & (sm != 0)).any() \
@@ -275,8 +276,8 @@ class AGR(GradTransform):
         if not gs: return
         pieces, l1 = foreach_batches([gs]), torch.zeros(len(gs), dtype=torch.float64)
         for idx, gb in pieces:                                           # sum|g| piece by piece: |g| is a cache-sized temporary
-            l1.index_add_(0, torch.tensor(idx), torch.stack([x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-                                                              for x in torch._foreach_abs(gb)]).double())
+            l1.index_add_(0, torch.tensor(idx), _host([x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+                                                       for x in torch._foreach_abs(gb)]))
         l1 = l1.tolist()
         fast, cs = [], []
         for g, S in zip(gs, l1):
