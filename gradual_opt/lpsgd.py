@@ -10,6 +10,7 @@ import math
 import torch
 from torch import Tensor
 from .geometry import dual_exponent
+from .gsgd import use_foreach, foreach_batches
 from .schedules import (ScheduledOptimizer, cosine_p, check_nonneg, check_in_unit, check_positive_int,
                                    check_no_sparse)
 
@@ -52,15 +53,17 @@ def _single_tensor_lpsgd(params, grads, bufs, *, lr, beta, wd, rho, eps):
         else: p.addcmul_(m, (m.abs() + _eps_floor(eps, m.dtype)).pow_(-rho), value=-lr)   # Eq. 24
 
 def _multi_tensor_lpsgd(params, grads, bufs, *, lr, beta, wd, rho, eps):
-    "The same update with torch's multi-tensor (`_foreach`) kernels."
-    if bufs: torch._foreach_lerp_(bufs, grads, 1 - beta)
-    ms = bufs if bufs else grads
-    if wd != 0: torch._foreach_mul_(params, 1 - lr*wd)
-    if rho == 0: torch._foreach_add_(params, ms, alpha=-lr); return
-    s = torch._foreach_abs(ms)
-    torch._foreach_add_(s, [_eps_floor(eps, m.dtype) for m in ms])
-    torch._foreach_pow_(s, -rho)
-    torch._foreach_addcmul_(params, ms, s, value=-lr)
+    "The same update with torch's multi-tensor (`_foreach`) kernels, over cache-sized batches of flat views."
+    epsf = [_eps_floor(eps, p.dtype) for p in params]
+    for idx, pb, gb, *bb in foreach_batches([params, grads] + ([bufs] if bufs else [])):
+        if bb: torch._foreach_lerp_(bb[0], gb, 1 - beta)                 # Eq. 23, in place in the buffer
+        mb = bb[0] if bb else gb
+        if wd != 0: torch._foreach_mul_(pb, 1 - lr*wd)                   # Eq. 25
+        if rho == 0: torch._foreach_add_(pb, mb, alpha=-lr); continue    # p = 2: SGD
+        s = torch._foreach_abs(mb)                                       # (|m| + eps)^-rho: the batch is still in cache
+        torch._foreach_add_(s, [epsf[i] for i in idx])
+        torch._foreach_pow_(s, -rho)                                     # the one fractional power per element
+        torch._foreach_addcmul_(pb, mb, s, value=-lr)                    # Eq. 24
 
 # %% ../nbs/03_lpsgd.ipynb #4d3648cd
 class LPSGD(ScheduledOptimizer):
@@ -74,7 +77,7 @@ class LPSGD(ScheduledOptimizer):
                  eps:float=1e-8, # stability constant inside the power, (|m| + eps)^rho
                  steps_per_epoch:int|None=None, # hold p for each epoch (Eq. 19); None: the cosine runs over steps
                  maximize:bool=False, # maximise the objective instead
-                 foreach:bool|None=None): # multi-tensor kernels (None: when every parameter is on a GPU)
+                 foreach:bool|None=None): # multi-tensor fast path (None: whenever it applies, `use_foreach`)
         check_nonneg('lr', lr); check_in_unit('momentum', momentum); check_nonneg('weight_decay', weight_decay)
         check_nonneg('eps', eps); check_positive_int('steps_per_epoch', steps_per_epoch, allow_none=True)
         if isinstance(p_max, bool) or not (isinstance(p_max, (int, float)) and 2 <= p_max < math.inf):
@@ -109,8 +112,6 @@ class LPSGD(ScheduledOptimizer):
                     if 'momentum_buffer' not in st: st['momentum_buffer'] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     bufs.append(st['momentum_buffer'])
             if not params: continue
-            foreach = group['foreach']
-            if foreach is None: foreach = all(p.is_cuda for p in params)
-            (_multi_tensor_lpsgd if foreach else _single_tensor_lpsgd)(
+            (_multi_tensor_lpsgd if use_foreach(group['foreach'], params) else _single_tensor_lpsgd)(
                 params, grads, bufs, lr=group['lr'], beta=beta, wd=group['weight_decay'], rho=rho, eps=group['eps'])
         return loss

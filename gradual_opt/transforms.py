@@ -11,13 +11,16 @@ import math, copy
 import torch
 from torch import Tensor
 from .schedules import ScheduledOptimizer, check_nonneg, check_in_unit, check_no_sparse, safe_eps
+from .gsgd import use_foreach, foreach_batches, _norms, _norm_floor
 
 # %% ../nbs/05_transforms.ipynb #88517d1f
 class GradTransform:
     "Base class of gradient transforms: an in-place map on `p.grad` for the eligible parameters, applied before an optimizer step."
-    def __init__(self, min_ndim:int=2): # only gradients with at least this many dims are transformed
+    def __init__(self, min_ndim:int=2, # only gradients with at least this many dims are transformed
+                 foreach:bool|None=None): # fast multi-tensor path (`apply_foreach`); None: whenever it applies (`use_foreach`)
         if isinstance(min_ndim, bool) or not isinstance(min_ndim, int) or min_ndim < 0: raise ValueError(f"Invalid min_ndim value: {min_ndim}")
-        self.min_ndim, self.step = min_ndim, 0
+        if foreach not in (None, True, False): raise ValueError(f"Invalid foreach value: {foreach!r}")
+        self.min_ndim, self.foreach, self.step = min_ndim, foreach, 0
 
     def eligible(self, p)->bool:
         "Whether `p`'s gradient is transformed."
@@ -29,10 +32,13 @@ class GradTransform:
         "Count one step and transform `p.grad` in place for every eligible `p` in `params`."
         self.step += 1
         ps = [p for p in params if self.eligible(p)]
-        if ps and self.active(): self.apply(ps)
+        if ps and self.active():
+            if use_foreach(self.foreach, [p.grad for p in ps]): self.apply_foreach(ps)
+            else: self.apply(ps)
 
     def active(self)->bool: return True
-    def apply(self, ps): raise NotImplementedError
+    def apply(self, ps): raise NotImplementedError        # the readable path, tensor by tensor
+    def apply_foreach(self, ps): self.apply(ps)           # the fast path; a transform without one uses the readable path
 
     def set_schedule(self, total_steps=None, steps_per_epoch=None, reset=True, step=None):
         "Restart the step count (fastai's `FitSchedule` calls this, through the optimizer, before each fit)."
@@ -109,11 +115,17 @@ def centralize(g:Tensor # gradient of one tensor; dim 0 indexes output units
 
 class Centralize(GradTransform):
     "Gradient centralization (Yong et al. 2020) of every gradient with at least `min_ndim` (>= 2) dims."
-    def __init__(self, min_ndim:int=2): # GC needs an output dim plus at least one more
+    def __init__(self, min_ndim:int=2, # GC needs an output dim plus at least one more
+                 foreach:bool|None=None): # fast path (in place, no temporary); None: whenever it applies
         if isinstance(min_ndim, int) and min_ndim < 2: raise ValueError(f"Invalid min_ndim value: {min_ndim} (Centralize needs >= 2)")
-        super().__init__(min_ndim)
+        super().__init__(min_ndim, foreach)
     def apply(self, ps):
         for p in ps: p.grad.copy_(centralize(p.grad))
+    def apply_foreach(self, ps):
+        "In place: one reduction and one subtraction per tensor, no gradient-sized temporary (the readable path makes one and copies it back)."
+        for p in ps:
+            g = p.grad
+            if g.numel(): g.sub_(g.mean(dim=tuple(range(1, g.ndim)), keepdim=True))
 
 # %% ../nbs/05_transforms.ipynb #b5aacdba
 def autoscale_factor(s, # global gradient std s_t (float or tensor)
@@ -134,6 +146,7 @@ def autoscale_factor_eq1(s, # global gradient std s_t (float or tensor)
 
 # %% ../nbs/05_transforms.ipynb #f04fe4b5
 def _as_acc(x): return x if x.dtype in (torch.float32, torch.float64) else x.float()
+def _host(ts): return (torch.stack(ts) if len({t.device for t in ts}) == 1 else torch.stack([t.cpu() for t in ts])).double().cpu()
 
 def global_std(grads # iterable of gradient tensors, treated as one concatenated vector
               )->Tensor:
@@ -155,8 +168,9 @@ class AutoscaleNorm(GradTransform):
                  max_scale:float|None=None, # clamp a_t to at most this (None: the paper's unclamped map)
                  center:bool=True, # remove each tensor's mean (False: scale only, an ablation)
                  scale:bool=True, # multiply by a_t (False: mean removal only, an ablation)
-                 track:bool=False): # append (s_t, a_t) of every step to `self.hist`
-        super().__init__(2)
+                 track:bool=False, # append (s_t, a_t) of every step to `self.hist`
+                 foreach:bool|None=None): # fast path (one pass for s_t, one for the update); None: whenever it applies
+        super().__init__(2, foreach)
         if not (isinstance(eps, (int, float)) and eps > 0): raise ValueError(f"Invalid eps value: {eps}")
         if p not in (None, 1, 2): raise ValueError(f"Invalid p value: {p} (use 1, 2 or None)")
         if max_scale is not None and not max_scale > 0: raise ValueError(f"Invalid max_scale value: {max_scale}")
@@ -183,6 +197,39 @@ class AutoscaleNorm(GradTransform):
             if self.scale: g.mul_(a.to(g.dtype))
         if self.track: self.hist.append((float(s), float(a)))
 
+    def apply_foreach(self, ps):
+        "The same map in two passes over memory: per-piece sums and sums of squares (one read), then $c_i + a_t g$ with $c_i=-a_t\\mu_i$."
+        gs = [p.grad for p in ps]
+        pieces = foreach_batches([gs])                                   # cache-sized flat views; empty tensors skipped
+        nrm, sm, ix, cnt, lo = [], [], [], [], []
+        for idx, gb in pieces:                                           # the two reductions read each piece while it is in cache
+            if all(g.dtype in (torch.float32, torch.float64) for g in gb):
+                nrm += [torch.dot(g.view(-1), g.view(-1)).sqrt() if g.is_contiguous() else torch.linalg.vector_norm(g) for g in gb]
+            else: nrm += _norms(gb)                                      # fp16/bf16: accumulated in fp32
+            sm += [g.sum(dtype=torch.float64 if g.dtype == torch.float64 else torch.float32) for g in gb]
+            ix += idx; cnt += [g.numel() for g in gb]; lo += [_norm_floor(g.dtype) for g in gb]
+        N = sum(g.numel() for g in gs)
+        if N < 2 or not ix: return self.apply(ps)                       # no unbiased std: the readable path's conventions
+        nrm, sm, cnt = _host(nrm), _host(sm), torch.tensor(cnt, dtype=torch.float64)   # float64 on the host
+        sq, mean_p = nrm.square(), sm/cnt
+        m2_p = torch.where(cnt > 1, sq - sm*mean_p, 0.)                  # each piece's sum of squared deviations
+        if not (torch.isfinite(sq).all() and torch.isfinite(sm).all()) or ((nrm < torch.tensor(lo, dtype=torch.float64)) & (sm != 0)).any() \
+           or ((m2_p < 1e-2*sq) & (cnt > 1)).any():
+            return self.apply(ps)   # squares over/underflowed, or a piece's mean dominates its spread (cancellation): scale-safe two-pass path
+        mean = sm.sum()/N
+        m2 = m2_p.sum() + (cnt*(mean_p - mean).square()).sum()          # Chan et al.'s combination of the pieces, in float64
+        s = (m2/(N - 1)).sqrt()
+        a = self.factor(s)
+        ix = torch.tensor(ix)
+        mu = (torch.zeros(len(gs), dtype=torch.float64).index_add_(0, ix, sm)/torch.tensor([max(g.numel(), 1) for g in gs])).tolist()
+        af = float(a) if self.scale else 1.
+        cs = [torch.tensor(-af*m if self.center else 0., dtype=g.dtype, device=g.device) for m, g in zip(mu, gs)]
+        for idx, gb in pieces:                                           # (g - mu_i)*a = c_i + a*g with c_i = -a*mu_i: one pass
+            for i, g in zip(idx, gb):
+                if self.center and gs[i].numel() == 1: g.sub_(g)         # a one-entry tensor: centred to exactly 0
+                else: torch.add(cs[i], g, alpha=af, out=g)
+        if self.track: self.hist.append((float(s), af))
+
 # %% ../nbs/05_transforms.ipynb #582e414d
 def agr_coefficients(g:Tensor # gradient of one tensor
                     )->Tensor:
@@ -202,8 +249,9 @@ class AGR(GradTransform):
     "AGR as a gradient transform (every moment of the host optimizer then sees Psi(g)), optionally only early in training."
     def __init__(self, min_ndim:int=2, # gradients with fewer dims are left as they are
                  until:float|None=None, # apply AGR only while step <= until * total_steps (None: always)
-                 total_steps:int|None=None): # length of training (None: set later, e.g. by fastai's `FitSchedule`)
-        super().__init__(min_ndim)
+                 total_steps:int|None=None, # length of training (None: set later, e.g. by fastai's `FitSchedule`)
+                 foreach:bool|None=None): # fast path (one reduction per tensor, one fused update per batch); None: whenever it applies
+        super().__init__(min_ndim, foreach)
         if until is not None and not (isinstance(until, (int, float)) and 0 < until <= 1): raise ValueError(f"Invalid until value: {until}")
         self.until, self.total_steps = until, total_steps
 
@@ -219,6 +267,26 @@ class AGR(GradTransform):
 
     def apply(self, ps):
         for p in ps: p.grad.copy_(agr(p.grad))
+
+    def apply_foreach(self, ps):
+        "$\\Psi(g) = g + c\\,|g|\\,g$ with $c=-1/\\sum|g|$: one reduction per tensor, then one `addcmul` per cache-sized batch."
+        gs = [p.grad for p in ps if p.grad.numel() > 1]
+        for p in ps:
+            if p.grad.numel() == 1: p.grad.sub_(p.grad)                 # alpha = 1: Psi(g) = 0 exactly
+        if not gs: return
+        pieces, l1 = foreach_batches([gs]), torch.zeros(len(gs), dtype=torch.float64)
+        for idx, gb in pieces:                                           # sum|g| piece by piece: |g| is a cache-sized temporary
+            l1.index_add_(0, torch.tensor(idx), _host([x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+                                                       for x in torch._foreach_abs(gb)]))
+        l1 = l1.tolist()
+        fast, cs = [], []
+        for g, S in zip(gs, l1):
+            big = torch.finfo(torch.float64 if g.dtype == torch.float64 else torch.float32).max
+            if S == 0: continue                                          # Psi(0) = 0
+            if not (math.isfinite(S) and 1/S < big): g.copy_(agr(g)); continue   # sum|g| overflowed, or 1/sum|g| would: scaled path
+            fast.append(g); cs.append(-1/S)
+        for idx, gb in foreach_batches([fast]):                          # (c|g|)g, left to right: no |g|*g under/overflow
+            torch._foreach_addcmul_(gb, torch._foreach_abs(gb), gb, [cs[i] for i in idx])
 
 # %% ../nbs/05_transforms.ipynb #4b6341fe
 class AGRAdamW(ScheduledOptimizer):
