@@ -30,8 +30,8 @@ class GradTransform:
 
     def __call__(self, params):
         "Count one step and transform `p.grad` in place for every eligible `p` in `params`."
+        ps = [p for p in params if self.eligible(p)]          # raises on a sparse gradient before the step is counted
         self.step += 1
-        ps = [p for p in params if self.eligible(p)]
         if ps and self.active():
             if use_foreach(self.foreach, [p.grad for p in ps]): self.apply_foreach(ps)
             else: self.apply(ps)

@@ -144,6 +144,7 @@ def test_sparse_gradients_raise(name):
     assert emb.weight.grad.is_sparse
     with pytest.raises(RuntimeError, match='does not support sparse gradients'): opt.step()
     assert all(g.get('step', 0) == 0 for g in opt.param_groups)       # the failed step was not counted in the schedule
+    assert all(t.step == 0 for t in getattr(opt, 'grad_transforms', []))
 
 # ---------------------------------------------------------------------------------------------------------------
 # Numerical edge cases: no NaN/Inf that the input did not contain
