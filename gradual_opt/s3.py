@@ -10,7 +10,6 @@ import math
 import torch
 from .schedules import check_nonneg, check_in_unit, check_positive_int, check_no_sparse, CheckedStateDict
 from .gsgd import use_foreach, foreach_batches
-from torch.distributed.tensor import DTensor, Replicate
 
 # %% ../nbs/04_s3.ipynb #d762c8f0
 def adam_update_bound(beta1:float, # Adam's first-moment coefficient
@@ -58,6 +57,8 @@ def _root(a, p):
 def _scalar_like(x):
     "A 0-d zero of `x`'s dtype and device; for a sharded `DTensor` parameter, a replicated DTensor (so it mixes with its reductions)."
     z = torch.zeros((), dtype=x.dtype, device=x.device)
+    if type(x) in (torch.Tensor, torch.nn.Parameter): return z
+    from torch.distributed.tensor import DTensor, Replicate   # only for tensor subclasses: torch builds without distributed
     if isinstance(x, DTensor): z = DTensor.from_local(z, x.device_mesh, [Replicate()]*x.device_mesh.ndim)
     return z
 
