@@ -125,8 +125,9 @@ class GSGD(ScheduledOptimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:                               # every group, before any counts a step
+            for p in group['params']: check_no_sparse(p, 'GSGD')
         for group in self.param_groups:
-            for p in group['params']: check_no_sparse(p, 'GSGD')      # before the schedule counts a step
             t = self._advance(group)
             e = gsgd_exponent(t, group['total_steps'])
             grads = [p.grad for p in group['params'] if p.grad is not None]
@@ -147,7 +148,7 @@ class GSGD(ScheduledOptimizer):
             lr, wd = group['lr'], group['weight_decay']
             for (p, _), si, fi in zip(pd, s, f):
                 if wd != 0: p.mul_(1 - lr*wd)
-                p.add_(si*fi.to(si.dtype), alpha=-lr)
+                p.add_(si, alpha=-lr*float(fi))                            # fi in fp64: no overflow in a low-precision dtype
         return loss
 
     def _step_foreach(self, group, e):
@@ -190,18 +191,21 @@ class GSGD(ScheduledOptimizer):
             else: keep.append((idx, pb, db, a))
         if not keep: return
         idx_all = torch.tensor([i for b in keep for i in b[0]])
-        nd, ns = torch.stack(nd).double(), torch.stack(ns).double()
-        lo = _norm_floor(ps[0].dtype)
+        nd, ns = torch.stack(nd).double().cpu(), torch.stack(ns).double().cpu()   # per-piece statistics, on the host
+        grp = torch.zeros_like(idx_all) if rescale == 'global' else idx_all   # the group (or tensor) of each piece
+        ngrp, lo, scale = 1 if rescale == 'global' else len(ps), _norm_floor(ps[0].dtype), 1.0
         if not (torch.isfinite(nd).all() and torch.isfinite(ns).all() and not ((nd < lo) & (ns > 0)).any()
                 and all(p.dtype == ps[0].dtype for p in ps)):
             # extreme magnitudes (or NaN/Inf): a piece's norm may have over- or underflowed inside `_foreach_norm`; redo
             # each scaled by the piece's max, as the readable path does (rare: gradients beyond about 1e12 or below 1e-9 in fp32)
             ds, ss = [d for b in keep for d in b[2]], [x for b in keep for x in b[3]]
-            mx = torch.stack([d.abs().amax() for d in ds]).double()
-            nd = torch.stack([m*_sumsq(d/m.to(d.dtype)) .sqrt() if m > 0 else m for m, d in zip(mx, ds)])
-            ns = torch.stack([m*_sumsq(x/m.to(x.dtype)).sqrt() if m > 0 else m for m, x in zip(mx.pow(e), ss)])
-        grp = torch.zeros_like(idx_all) if rescale == 'global' else idx_all
-        f = _group_ratio(nd, ns, grp, 1 if rescale == 'global' else len(ps))   # Eq. 4's factor (per tensor for 'tensor')
+            mx = torch.stack([d.abs().amax() for d in ds]).double().cpu()
+            u = torch.stack([_sumsq(d/m.to(d.dtype)).cpu().sqrt() if m > 0 else m for m, d in zip(mx, ds)])           # ||d_i/m_i||
+            v = torch.stack([_sumsq(x/m.to(x.dtype)).cpu().sqrt() if m > 0 else m for m, x in zip(mx.pow(e), ss)])   # || |d_i/m_i|^e ||
+            M = torch.zeros(ngrp, dtype=torch.float64).scatter_reduce_(0, grp, mx, 'amax')
+            M = torch.where(M > 0, M, 1)                                  # each group's max: its norms in units of M, M^e
+            nd, ns, scale = (mx/M[grp])*u, (mx/M[grp]).pow(e)*v, M.pow(1 - e)   # factor = M^(1-e) sqrt(sum nd^2/sum ns^2)
+        f = _group_ratio(nd, ns, grp, ngrp)*scale                         # Eq. 4's factor (per tensor for 'tensor')
         if rescale == 'global':                                            # one factor: a single fused add per batch
             alpha = -lr*f.item()
             for idx, pb, _, a in keep:
@@ -237,7 +241,7 @@ class GAdam(ScheduledOptimizer):
             st['step'] = 0
             st['exp_avg'] = torch.zeros_like(p, memory_format=torch.preserve_format)
             st['rms'] = torch.zeros_like(p, memory_format=torch.preserve_format)   # sqrt(v_t), see below
-        elif 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt_()                # a state saved with v_t itself
+        elif 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()                # a state saved with v_t itself
         return st
 
     @torch.no_grad()
@@ -246,8 +250,9 @@ class GAdam(ScheduledOptimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:                               # every group, before any counts a step
+            for p in group['params']: check_no_sparse(p, 'GAdam')
         for group in self.param_groups:
-            for p in group['params']: check_no_sparse(p, 'GAdam')     # before the schedule counts a step
             t = self._advance(group)
             q = gadam_power(t, group['total_steps'])
             grads = [p.grad for p in group['params'] if p.grad is not None]

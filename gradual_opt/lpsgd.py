@@ -98,8 +98,9 @@ class LPSGD(ScheduledOptimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:                               # every group, before any counts a step
+            for p in group['params']: check_no_sparse(p, 'LPSGD')
         for group in self.param_groups:
-            for p in group['params']: check_no_sparse(p, 'LPSGD')     # before the schedule counts a step
             t = self._advance(group)
             rho = lp_rho(lpsgd_p(t, group['total_steps'], group['p_max'], group['steps_per_epoch']))
             beta = group['momentum']

@@ -95,6 +95,8 @@ class S3(CheckedStateDict, torch.optim.Optimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:                               # every group, before any moves
+            for x in group['params']: check_no_sparse(x, 'S3')
         for group in self.param_groups:
             grads = [x.grad for x in group['params'] if x.grad is not None]
             if use_foreach(group.get('foreach'), grads): self._step_foreach(group); continue
@@ -139,11 +141,11 @@ class S3(CheckedStateDict, torch.optim.Optimizer):
         batches = foreach_batches([xs, gs, [st['exp_avg'] for st in sts], [st['exp_avg_pow'] for st in sts]])
         amax = torch.zeros(len(xs), dtype=torch.float64)                   # pass 1: max|g| per tensor, from its pieces
         for idx, _, gb, _, _ in batches:
-            mx = torch.stack(torch._foreach_max(torch._foreach_abs(gb))).double()
+            mx = torch.stack(torch._foreach_max(torch._foreach_abs(gb))).double().cpu()   # on the host, as `amax`
             amax.scatter_reduce_(0, torch.tensor(idx), mx, 'amax')
         same = all(c.dtype == cs[0].dtype for c in cs)
         c = torch.stack(cs) if same else torch.stack([c.double() for c in cs])
-        new_c = torch.maximum(c, amax.to(c.dtype))
+        new_c = torch.maximum(c, amax.to(c))                               # on the scales' device and dtype
         safe_c = torch.where(new_c > 0, new_c, torch.ones_like(new_c))
         decay = (_pow(c/safe_c, p)*beta).tolist()                          # rescale s to the new units, then decay
         torch._foreach_copy_(cs, list(new_c.unbind()))

@@ -62,8 +62,8 @@ def check_positive_int(name, value, allow_none=False):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1: raise ValueError(f"Invalid {name} value: {value}")
 
 def safe_eps(eps:float, dtype)->float:
-    "`eps`, raised to `dtype`'s smallest normal number when positive: 1e-8 rounds to 0 in fp16, and 0/0 would follow."
-    return max(eps, torch.finfo(dtype).tiny) if eps > 0 else 0.
+    "`eps`, raised to `dtype`'s smallest normal number (also when 0): 1e-8 rounds to 0 in fp16, and 0/0 would follow."
+    return max(eps, torch.finfo(dtype).tiny)
 
 def check_state_dict(opt, sd:dict):
     "Raise `ValueError` if `sd` was saved by another optimizer class, or its param groups lack `opt`'s hyper-parameters."

@@ -314,8 +314,9 @@ class AGRAdamW(ScheduledOptimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:                               # every group, before any step is counted
+            for p in group['params']: check_no_sparse(p, 'AGRAdamW')
         for group in self.param_groups:
-            for p in group['params']: check_no_sparse(p, 'AGRAdamW')  # before the step is counted
             if group['until'] is None: group['step'] += 1; t = group['step']; on = True
             else: t = self._advance(group); on = t <= group['until'] * group['total_steps']
             (b1, b2), lr, wd, eps = group['betas'], group['lr'], group['weight_decay'], group['eps']
@@ -325,7 +326,7 @@ class AGRAdamW(ScheduledOptimizer):
                 g, st = (-p.grad if group.get('maximize') else p.grad), self.state[p]
                 if not st:
                     st['n'] = 0; st['exp_avg'] = torch.zeros_like(p); st['rms'] = torch.zeros_like(p)
-                elif 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt_()   # a state saved with v itself
+                elif 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()   # a state saved with v itself
                 st['n'] += 1; n = st['n']                      # per-tensor count for the bias corrections
                 m, r = st['exp_avg'], st['rms']                # r = sqrt(v): g*g never formed, so it cannot overflow
                 if wd != 0: p.mul_(1 - lr * wd)
