@@ -5,7 +5,7 @@ conventions (param groups, closure, maximize, LR schedulers), torch.compile, and
 nbs/91_reliability.ipynb explains the matrix and records the numbers. Tests that expose a bug carry
 `xfail(strict=True)` with the fix described in the issue-8 note; once the fix lands they XPASS and the mark goes.
 """
-import functools, math, os, sys, subprocess, socket, time, warnings
+import functools, math, os, sys, subprocess, time, warnings
 from pathlib import Path
 import pytest, torch, torch.nn as nn
 from hypothesis import given, settings, example, HealthCheck, strategies as st
@@ -135,6 +135,18 @@ def test_missing_total_steps_fails_clearly_at_first_step(ctor):
     p = nn.Parameter(torch.ones(2, 2)); opt = ctor([p]); p.grad = torch.ones(2, 2)
     with pytest.raises(RuntimeError, match='total_steps'): opt.step()
     assert torch.equal(p.detach(), torch.ones(2, 2))
+
+@pytest.mark.parametrize('name', list(OPTS))
+def test_sparse_gradient_in_a_later_group_leaves_everything_untouched(name):
+    "The sparse check covers every param group before any group moves or counts a step (no partial step to retry)."
+    lin, emb = nn.Linear(3, 2), nn.Embedding(10, 3, sparse=True)
+    opt = OPTS[name]([{'params': list(lin.parameters())}, {'params': list(emb.parameters())}])
+    (lin(emb(torch.tensor([1, 2]))).sum()).backward()
+    before = [p.detach().clone() for p in lin.parameters()]
+    with pytest.raises(RuntimeError, match='does not support sparse gradients'): opt.step()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, lin.parameters()))
+    assert all(g.get('step', 0) == 0 for g in opt.param_groups) and not opt.state
+    assert all(t.step == 0 for t in getattr(opt, 'grad_transforms', []))
 
 @pytest.mark.parametrize('name', list(OPTS))
 def test_sparse_gradients_raise(name):
@@ -554,14 +566,11 @@ def test_torch_compile_training_step_matches_eager(name):
 DDP_OPTS = ['GSGD', 'GSGD-tensor', 'GSGD-loop', 'GAdam', 'GAdam-loop', 'LPSGD', 'S3', 'S3-loop', 'AGRAdamW', 'SGD+GC+AGR+AN', 'GSGD+AN']
 DDP_STEPS, GLOBAL_BS = 5, 32
 
-def _free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def ddp_worker(rank, world, port, out_dir):
+def ddp_worker(rank, world, out_dir):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
+    dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank, world_size=world)   # a file store: no TCP store server in rank 0 that must outlive rank 1
     try:
         for name in DDP_OPTS:
             model = DDP(make_model(seed=3 + rank))        # different seeds on purpose: DDP broadcasts rank 0's weights
@@ -570,7 +579,9 @@ def ddp_worker(rank, world, port, out_dir):
                 x, y = batch(k, GLOBAL_BS); sl = slice(rank*GLOBAL_BS//world, (rank + 1)*GLOBAL_BS//world)
                 opt.zero_grad(); ((model(x[sl]) - y[sl])**2).mean().backward(); opt.step()
             torch.save(flat(model.module), Path(out_dir)/f'{name}.rank{rank}.pt')
+        dist.barrier()                    # both ranks done before teardown (gloo can abort a rank that exits mid-traffic)
     finally: dist.destroy_process_group()
+    os._exit(0)                           # skip interpreter teardown, where gloo's threads can abort a finished rank (SIGABRT)
 
 def single_process_run(name):
     model = make_model(seed=3); opt = OPTS[name](model.parameters())
@@ -581,7 +592,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     import torch.multiprocessing as mp
     import torch.distributed as dist
     if not dist.is_available() or not dist.is_gloo_available(): pytest.skip('torch.distributed with gloo is not available')
-    mp.spawn(ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     for name in DDP_OPTS:
         r0, r1 = torch.load(tmp_path/f'{name}.rank0.pt'), torch.load(tmp_path/f'{name}.rank1.pt')
         assert torch.equal(r0, r1), name                                   # identical on both ranks, bit for bit
@@ -594,12 +605,12 @@ def test_ddp_two_cpu_processes(tmp_path):
 # the step of the unsharded tensors (their global statistics are DTensor reductions, so DTensor adds the collectives).
 DT_STEPS = 3
 
-def dtensor_worker(rank, world, port, out_dir):
+def dtensor_worker(rank, world, out_dir):
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import distribute_tensor, Shard
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
+    dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank, world_size=world)   # a file store: no TCP store server in rank 0 that must outlive rank 1
     try:
         mesh = init_device_mesh('cpu', (world,)); res = {}
         g = torch.Generator().manual_seed(0)
@@ -615,13 +626,15 @@ def dtensor_worker(rank, world, port, out_dir):
                 res[name] = torch.cat([p.full_tensor().detach().flatten() for p in ps])
             except Exception as e: res[name] = f'{type(e).__name__}: {str(e)[:300]}'
         if rank == 0: torch.save(res, Path(out_dir)/'dtensor.pt')
+        dist.barrier()                    # both ranks done before teardown (gloo can abort a rank that exits mid-traffic)
     finally: dist.destroy_process_group()
+    os._exit(0)                           # skip interpreter teardown, where gloo's threads can abort a finished rank (SIGABRT)
 
 def test_dtensor_sharded_parameters_match_unsharded(tmp_path):
     import torch.multiprocessing as mp
     import torch.distributed as dist
     if not dist.is_available() or not dist.is_gloo_available(): pytest.skip('torch.distributed with gloo is not available')
-    mp.spawn(dtensor_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(dtensor_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     res = torch.load(tmp_path/'dtensor.pt')
     g = torch.Generator().manual_seed(0)
     W, b = torch.randn(6, 4, generator=g), torch.randn(4, generator=g)
