@@ -649,3 +649,12 @@ def test_dtensor_sharded_parameters_match_unsharded(tmp_path):
         if isinstance(res[name], str): bad[name] = res[name]
         elif not torch.allclose(res[name], ref, rtol=1e-5, atol=1e-6): bad[name] = (res[name] - ref).abs().max().item()
     assert not bad, bad
+
+@pytest.mark.parametrize('name', ['GAdam', 'GAdam-loop', 'AGRAdamW'])
+def test_adam_type_eps_zero_keeps_zero_gradient_entries_finite(name):
+    "eps=0 is allowed; an entry whose gradient has always been 0 has m = v = 0, and 0/0 must not become NaN (it stays put)."
+    w = nn.Parameter(torch.ones(2, 3)); opt = OPTS[name]([w], eps=0., weight_decay=0.)
+    for k in range(4):
+        w.grad = torch.tensor([[1., 0., 2.], [0., -1., 3.]])*(k + 1); opt.step()
+    assert torch.isfinite(w).all()
+    assert w[0, 1].item() == 1.0 and w[1, 0].item() == 1.0
