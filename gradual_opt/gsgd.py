@@ -10,7 +10,7 @@ import math
 import torch
 from .geometry import sign_pow
 from .schedules import (ScheduledOptimizer, gsgd_exponent, gadam_power, check_nonneg, check_in_unit,
-                                   check_no_sparse, safe_eps)
+                                   check_dense_groups, safe_eps)
 
 # %% ../nbs/02_gsgd.ipynb #7b2708fb
 def _sumsq(x):
@@ -78,6 +78,10 @@ def _norms(ts):
     if all(lowp): return torch._foreach_norm(ts, 2, dtype=torch.float32)
     return [torch.linalg.vector_norm(t, dtype=torch.float32 if l else None) for t, l in zip(ts, lowp)]
 
+def _host(ts):
+    "Stack 0-d statistics (one per tensor or piece, on any devices) into one float64 tensor on the host."
+    return (torch.stack(ts) if len({t.device for t in ts}) == 1 else torch.stack([t.cpu() for t in ts])).double().cpu()
+
 def _norm_floor(dtype):
     "A norm from `_norms` below this may have lost terms to underflow of their squares (overflow shows as inf)."
     return 1e-100 if dtype == torch.float64 else 1e-9
@@ -107,7 +111,6 @@ class GSGD(ScheduledOptimizer):
         out = []
         for p in group['params']:
             if p.grad is None: continue
-            check_no_sparse(p, 'GSGD')
             g = -p.grad if group['maximize'] else p.grad
             mom = group['momentum']
             if mom != 0:
@@ -125,8 +128,7 @@ class GSGD(ScheduledOptimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
-        for group in self.param_groups:                               # every group, before any counts a step
-            for p in group['params']: check_no_sparse(p, 'GSGD')
+        check_dense_groups(self.param_groups, 'GSGD')   # before any group moves or counts a step
         for group in self.param_groups:
             t = self._advance(group)
             e = gsgd_exponent(t, group['total_steps'])
@@ -155,7 +157,6 @@ class GSGD(ScheduledOptimizer):
         "The same step as `step`'s loop, over batches of flat views with `torch._foreach_*` ops (see below)."
         ps = [p for p in group['params'] if p.grad is not None]
         if not ps: return
-        for p in ps: check_no_sparse(p, 'GSGD')
         gs = [p.grad for p in ps]
         if group['maximize']: gs = torch._foreach_neg(gs)
         mom, lr, wd, rescale = group['momentum'], group['lr'], group['weight_decay'], group['rescale']
@@ -191,7 +192,7 @@ class GSGD(ScheduledOptimizer):
             else: keep.append((idx, pb, db, a))
         if not keep: return
         idx_all = torch.tensor([i for b in keep for i in b[0]])
-        nd, ns = torch.stack(nd).double().cpu(), torch.stack(ns).double().cpu()   # per-piece statistics, on the host
+        nd, ns = _host(nd), _host(ns)                                 # per-piece statistics, on the host
         grp = torch.zeros_like(idx_all) if rescale == 'global' else idx_all   # the group (or tensor) of each piece
         ngrp, lo, scale = 1 if rescale == 'global' else len(ps), _norm_floor(ps[0].dtype), 1.0
         if not (torch.isfinite(nd).all() and torch.isfinite(ns).all() and not ((nd < lo) & (ns > 0)).any()
@@ -199,7 +200,7 @@ class GSGD(ScheduledOptimizer):
             # extreme magnitudes (or NaN/Inf): a piece's norm may have over- or underflowed inside `_foreach_norm`; redo
             # each scaled by the piece's max, as the readable path does (rare: gradients beyond about 1e12 or below 1e-9 in fp32)
             ds, ss = [d for b in keep for d in b[2]], [x for b in keep for x in b[3]]
-            mx = torch.stack([d.abs().amax() for d in ds]).double().cpu()
+            mx = _host([d.abs().amax() for d in ds])
             u = torch.stack([_sumsq(d/m.to(d.dtype)).cpu().sqrt() if m > 0 else m for m, d in zip(mx, ds)])           # ||d_i/m_i||
             v = torch.stack([_sumsq(x/m.to(x.dtype)).cpu().sqrt() if m > 0 else m for m, x in zip(mx.pow(e), ss)])   # || |d_i/m_i|^e ||
             M = torch.zeros(ngrp, dtype=torch.float64).scatter_reduce_(0, grp, mx, 'amax')
@@ -250,8 +251,7 @@ class GAdam(ScheduledOptimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
-        for group in self.param_groups:                               # every group, before any counts a step
-            for p in group['params']: check_no_sparse(p, 'GAdam')
+        check_dense_groups(self.param_groups, 'GAdam')   # before any group moves or counts a step
         for group in self.param_groups:
             t = self._advance(group)
             q = gadam_power(t, group['total_steps'])
@@ -260,7 +260,6 @@ class GAdam(ScheduledOptimizer):
             (b1, b2), lr, wd, eps = group['betas'], group['lr'], group['weight_decay'], group['eps']
             for p in group['params']:
                 if p.grad is None: continue
-                check_no_sparse(p, 'GAdam')
                 g = -p.grad if group['maximize'] else p.grad
                 st = self._state(p)
                 st['step'] += 1; k = st['step']          # this tensor's own count, for bias correction
@@ -276,7 +275,6 @@ class GAdam(ScheduledOptimizer):
         "The same step over batches of flat views: $(\\hat v)^q+\\epsilon = c^{-q}(r^{2q} + \\epsilon c^q)$ with $c = 1-\\beta_2^k$ saves a pass."
         ps = [p for p in group['params'] if p.grad is not None]
         if not ps: return
-        for p in ps: check_no_sparse(p, 'GAdam')
         (b1, b2), lr, wd, eps = group['betas'], group['lr'], group['weight_decay'], group['eps']
         gs = [p.grad for p in ps]
         if group['maximize']: gs = torch._foreach_neg(gs)

@@ -12,7 +12,7 @@ from torch import Tensor
 from .geometry import dual_exponent
 from .gsgd import use_foreach, foreach_batches
 from .schedules import (ScheduledOptimizer, cosine_p, check_nonneg, check_in_unit, check_positive_int,
-                                   check_no_sparse)
+                                   check_dense_groups)
 
 # %% ../nbs/03_lpsgd.ipynb #9c056f17
 def lp_rho(p:float # the norm exponent, 2 <= p <= inf
@@ -98,8 +98,7 @@ class LPSGD(ScheduledOptimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
-        for group in self.param_groups:                               # every group, before any counts a step
-            for p in group['params']: check_no_sparse(p, 'LPSGD')
+        check_dense_groups(self.param_groups, 'LPSGD')   # before any group moves or counts a step
         for group in self.param_groups:
             t = self._advance(group)
             rho = lp_rho(lpsgd_p(t, group['total_steps'], group['p_max'], group['steps_per_epoch']))
@@ -107,7 +106,6 @@ class LPSGD(ScheduledOptimizer):
             params, grads, bufs = [], [], []
             for p in group['params']:
                 if p.grad is None: continue
-                check_no_sparse(p, 'LPSGD')
                 params.append(p); grads.append(-p.grad if group['maximize'] else p.grad)
                 if beta != 0:
                     st = self.state[p]

@@ -8,8 +8,8 @@ __all__ = ['s3_hp_map', 'adam_update_bound', 's3_update_bound', 'S3', 's3_weight
 # %% ../nbs/04_s3.ipynb #b9ee434b
 import math
 import torch
-from .schedules import check_nonneg, check_in_unit, check_positive_int, check_no_sparse, CheckedStateDict
-from .gsgd import use_foreach, foreach_batches
+from .schedules import check_nonneg, check_in_unit, check_positive_int, check_dense_groups, CheckedStateDict
+from .gsgd import use_foreach, foreach_batches, _host
 
 # %% ../nbs/04_s3.ipynb #d762c8f0
 def adam_update_bound(beta1:float, # Adam's first-moment coefficient
@@ -95,15 +95,13 @@ class S3(CheckedStateDict, torch.optim.Optimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
-        for group in self.param_groups:                               # every group, before any moves
-            for x in group['params']: check_no_sparse(x, 'S3')
+        check_dense_groups(self.param_groups, 'S3')   # before any group moves or counts a step
         for group in self.param_groups:
             grads = [x.grad for x in group['params'] if x.grad is not None]
             if use_foreach(group.get('foreach'), grads): self._step_foreach(group); continue
             lr, beta, p, wd, eps = group['lr'], group['beta'], group['p'], group['weight_decay'], group['eps']
             for x in group['params']:
                 if x.grad is None: continue
-                check_no_sparse(x, 'S3')
                 g = -x.grad if group.get('maximize') else x.grad
                 st = self.state[x] or self._init_state(x)
                 st['step'] += 1
@@ -131,7 +129,6 @@ class S3(CheckedStateDict, torch.optim.Optimizer):
         "The same step over batches of flat views with `torch._foreach_*` ops; the scales c of all tensors in one stacked op."
         xs = [x for x in group['params'] if x.grad is not None]
         if not xs: return
-        for x in xs: check_no_sparse(x, 'S3')
         lr, beta, p, wd, eps = group['lr'], group['beta'], group['p'], group['weight_decay'], group['eps']
         gs = [x.grad for x in xs]
         if group.get('maximize'): gs = torch._foreach_neg(gs)
@@ -141,7 +138,7 @@ class S3(CheckedStateDict, torch.optim.Optimizer):
         batches = foreach_batches([xs, gs, [st['exp_avg'] for st in sts], [st['exp_avg_pow'] for st in sts]])
         amax = torch.zeros(len(xs), dtype=torch.float64)                   # pass 1: max|g| per tensor, from its pieces
         for idx, _, gb, _, _ in batches:
-            mx = torch.stack(torch._foreach_max(torch._foreach_abs(gb))).double().cpu()   # on the host, as `amax`
+            mx = _host(torch._foreach_max(torch._foreach_abs(gb)))             # on the host, as `amax`
             amax.scatter_reduce_(0, torch.tensor(idx), mx, 'amax')
         same = all(c.dtype == cs[0].dtype for c in cs)
         c = torch.stack(cs) if same else torch.stack([c.double() for c in cs])

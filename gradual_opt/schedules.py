@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['gsgd_exponent', 'gsgd_p', 'gadam_power', 'cosine_p', 'check_nonneg', 'check_in_unit', 'check_positive_int',
-           'safe_eps', 'check_state_dict', 'check_no_sparse', 'CheckedStateDict', 'ScheduledOptimizer']
+           'safe_eps', 'check_state_dict', 'check_no_sparse', 'check_dense_groups', 'CheckedStateDict',
+           'ScheduledOptimizer']
 
 # %% ../nbs/01_schedules.ipynb #e45287c8
 import math
@@ -78,6 +79,11 @@ def check_state_dict(opt, sd:dict):
 def check_no_sparse(p, opt_name):
     "Raise `RuntimeError` if parameter `p` has a sparse gradient."
     if p.grad is not None and p.grad.is_sparse: raise RuntimeError(f"{opt_name} does not support sparse gradients")
+
+def check_dense_groups(param_groups, opt_name):
+    "`check_no_sparse` for every parameter of every group: called once at the top of `step`, before any group moves or counts a step."
+    for group in param_groups:
+        for p in group['params']: check_no_sparse(p, opt_name)
 
 # %% ../nbs/01_schedules.ipynb #01cdc45e
 class CheckedStateDict:

@@ -10,8 +10,8 @@ __all__ = ['GradTransform', 'with_transforms', 'centralize', 'Centralize', 'auto
 import math, copy
 import torch
 from torch import Tensor
-from .schedules import ScheduledOptimizer, check_nonneg, check_in_unit, check_no_sparse, safe_eps
-from .gsgd import use_foreach, foreach_batches, _norms, _norm_floor
+from .schedules import ScheduledOptimizer, check_nonneg, check_in_unit, check_no_sparse, check_dense_groups, safe_eps
+from .gsgd import use_foreach, foreach_batches, _norms, _norm_floor, _host
 
 # %% ../nbs/05_transforms.ipynb #88517d1f
 class GradTransform:
@@ -146,7 +146,6 @@ def autoscale_factor_eq1(s, # global gradient std s_t (float or tensor)
 
 # %% ../nbs/05_transforms.ipynb #f04fe4b5
 def _as_acc(x): return x if x.dtype in (torch.float32, torch.float64) else x.float()
-def _host(ts): return (torch.stack(ts) if len({t.device for t in ts}) == 1 else torch.stack([t.cpu() for t in ts])).double().cpu()
 
 def global_std(grads # iterable of gradient tensors, treated as one concatenated vector
               )->Tensor:
@@ -314,15 +313,13 @@ class AGRAdamW(ScheduledOptimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
-        for group in self.param_groups:                               # every group, before any step is counted
-            for p in group['params']: check_no_sparse(p, 'AGRAdamW')
+        check_dense_groups(self.param_groups, 'AGRAdamW')   # before any group moves or counts a step
         for group in self.param_groups:
             if group['until'] is None: group['step'] += 1; t = group['step']; on = True
             else: t = self._advance(group); on = t <= group['until'] * group['total_steps']
             (b1, b2), lr, wd, eps = group['betas'], group['lr'], group['weight_decay'], group['eps']
             for p in group['params']:
                 if p.grad is None: continue
-                check_no_sparse(p, 'AGRAdamW')
                 g, st = (-p.grad if group.get('maximize') else p.grad), self.state[p]
                 if not st:
                     st['n'] = 0; st['exp_avg'] = torch.zeros_like(p); st['rms'] = torch.zeros_like(p)
