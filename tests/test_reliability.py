@@ -566,22 +566,28 @@ def test_torch_compile_training_step_matches_eager(name):
 DDP_OPTS = ['GSGD', 'GSGD-tensor', 'GSGD-loop', 'GAdam', 'GAdam-loop', 'LPSGD', 'S3', 'S3-loop', 'AGRAdamW', 'SGD+GC+AGR+AN', 'GSGD+AN']
 DDP_STEPS, GLOBAL_BS = 5, 32
 
-def ddp_worker(rank, world, out_dir):
+def gloo_worker(rank, world, out_dir, body):
+    """Run `body(rank, world, out_dir)` in a gloo process group. Teardown is where gloo aborted a finished rank with
+    SIGABRT (about 1 run in 10): a file-store rendezvous (no TCP store server in rank 0 that must outlive rank 1), a
+    barrier before destroying the group, and `os._exit` to skip the interpreter's teardown of gloo's threads."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank, world_size=world)   # a file store: no TCP store server in rank 0 that must outlive rank 1
+    dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank, world_size=world)
     try:
-        for name in DDP_OPTS:
-            model = DDP(make_model(seed=3 + rank))        # different seeds on purpose: DDP broadcasts rank 0's weights
-            opt = OPTS[name](model.parameters())
-            for k in range(DDP_STEPS):
-                x, y = batch(k, GLOBAL_BS); sl = slice(rank*GLOBAL_BS//world, (rank + 1)*GLOBAL_BS//world)
-                opt.zero_grad(); ((model(x[sl]) - y[sl])**2).mean().backward(); opt.step()
-            torch.save(flat(model.module), Path(out_dir)/f'{name}.rank{rank}.pt')
-        dist.barrier()                    # both ranks done before teardown (gloo can abort a rank that exits mid-traffic)
+        body(rank, world, out_dir)
+        dist.barrier()
     finally: dist.destroy_process_group()
-    os._exit(0)                           # skip interpreter teardown, where gloo's threads can abort a finished rank (SIGABRT)
+    os._exit(0)
+
+def ddp_body(rank, world, out_dir):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    for name in DDP_OPTS:
+        model = DDP(make_model(seed=3 + rank))        # different seeds on purpose: DDP broadcasts rank 0's weights
+        opt = OPTS[name](model.parameters())
+        for k in range(DDP_STEPS):
+            x, y = batch(k, GLOBAL_BS); sl = slice(rank*GLOBAL_BS//world, (rank + 1)*GLOBAL_BS//world)
+            opt.zero_grad(); ((model(x[sl]) - y[sl])**2).mean().backward(); opt.step()
+        torch.save(flat(model.module), Path(out_dir)/f'{name}.rank{rank}.pt')
 
 def single_process_run(name):
     model = make_model(seed=3); opt = OPTS[name](model.parameters())
@@ -592,7 +598,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     import torch.multiprocessing as mp
     import torch.distributed as dist
     if not dist.is_available() or not dist.is_gloo_available(): pytest.skip('torch.distributed with gloo is not available')
-    mp.spawn(ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(gloo_worker, args=(2, str(tmp_path), ddp_body), nprocs=2, join=True)
     for name in DDP_OPTS:
         r0, r1 = torch.load(tmp_path/f'{name}.rank0.pt'), torch.load(tmp_path/f'{name}.rank1.pt')
         assert torch.equal(r0, r1), name                                   # identical on both ranks, bit for bit
@@ -605,36 +611,29 @@ def test_ddp_two_cpu_processes(tmp_path):
 # the step of the unsharded tensors (their global statistics are DTensor reductions, so DTensor adds the collectives).
 DT_STEPS = 3
 
-def dtensor_worker(rank, world, out_dir):
-    import torch.distributed as dist
+def dtensor_body(rank, world, out_dir):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import distribute_tensor, Shard
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'file://{out_dir}/rendezvous', rank=rank, world_size=world)   # a file store: no TCP store server in rank 0 that must outlive rank 1
-    try:
-        mesh = init_device_mesh('cpu', (world,)); res = {}
-        g = torch.Generator().manual_seed(0)
-        W, b = torch.randn(6, 4, generator=g), torch.randn(4, generator=g)
-        Gs = [(torch.randn(6, 4, generator=g)*10.**k, torch.randn(4, generator=g)) for k in range(DT_STEPS)]
-        for name in OPTS:
-            try:
-                ps = [nn.Parameter(distribute_tensor(t.clone(), mesh, [Shard(0)])) for t in (W, b)]
-                opt = OPTS[name](ps)
-                for gw, gb in Gs:
-                    for p, gr in zip(ps, (gw, gb)): p.grad = distribute_tensor(gr.clone(), mesh, [Shard(0)])
-                    opt.step()
-                res[name] = torch.cat([p.full_tensor().detach().flatten() for p in ps])
-            except Exception as e: res[name] = f'{type(e).__name__}: {str(e)[:300]}'
-        if rank == 0: torch.save(res, Path(out_dir)/'dtensor.pt')
-        dist.barrier()                    # both ranks done before teardown (gloo can abort a rank that exits mid-traffic)
-    finally: dist.destroy_process_group()
-    os._exit(0)                           # skip interpreter teardown, where gloo's threads can abort a finished rank (SIGABRT)
+    mesh = init_device_mesh('cpu', (world,)); res = {}
+    g = torch.Generator().manual_seed(0)
+    W, b = torch.randn(6, 4, generator=g), torch.randn(4, generator=g)
+    Gs = [(torch.randn(6, 4, generator=g)*10.**k, torch.randn(4, generator=g)) for k in range(DT_STEPS)]
+    for name in OPTS:
+        try:
+            ps = [nn.Parameter(distribute_tensor(t.clone(), mesh, [Shard(0)])) for t in (W, b)]
+            opt = OPTS[name](ps)
+            for gw, gb in Gs:
+                for p, gr in zip(ps, (gw, gb)): p.grad = distribute_tensor(gr.clone(), mesh, [Shard(0)])
+                opt.step()
+            res[name] = torch.cat([p.full_tensor().detach().flatten() for p in ps])
+        except Exception as e: res[name] = f'{type(e).__name__}: {str(e)[:300]}'
+    if rank == 0: torch.save(res, Path(out_dir)/'dtensor.pt')
 
 def test_dtensor_sharded_parameters_match_unsharded(tmp_path):
     import torch.multiprocessing as mp
     import torch.distributed as dist
     if not dist.is_available() or not dist.is_gloo_available(): pytest.skip('torch.distributed with gloo is not available')
-    mp.spawn(dtensor_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(gloo_worker, args=(2, str(tmp_path), dtensor_body), nprocs=2, join=True)
     res = torch.load(tmp_path/'dtensor.pt')
     g = torch.Generator().manual_seed(0)
     W, b = torch.randn(6, 4, generator=g), torch.randn(4, generator=g)
