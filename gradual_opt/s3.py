@@ -8,8 +8,8 @@ __all__ = ['s3_hp_map', 'adam_update_bound', 's3_update_bound', 'S3', 's3_weight
 # %% ../nbs/04_s3.ipynb #b9ee434b
 import math
 import torch
-from .schedules import check_nonneg, check_in_unit, check_positive_int, check_dense_groups, CheckedStateDict
-from .gsgd import use_foreach, foreach_batches, _host
+from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_positive_int
+from .stages import soft_sign_step_, s3_state
 
 # %% ../nbs/04_s3.ipynb #d762c8f0
 def adam_update_bound(beta1:float, # Adam's first-moment coefficient
@@ -46,130 +46,28 @@ def s3_update_bound(beta1:float, # EMA coefficient of the numerator (m, n)
     return (1 - beta1)/(1 - beta2)**(1/p) * series**invq
 
 # %% ../nbs/04_s3.ipynb #065dae3c
-def _pow(a, p):
-    "a**p for a >= 0, with exact cheap paths for p = 1, 2."
-    return a if p == 1 else a*a if p == 2 else a.pow(p)
-
-def _root(a, p):
-    "a**(1/p) for a >= 0, with exact cheap paths for p = 1, 2."
-    return a if p == 1 else a.sqrt() if p == 2 else a.pow(1.0/p)
-
-def _scalar_like(x):
-    "A 0-d zero of `x`'s dtype and device; for a sharded `DTensor` parameter, a replicated DTensor (so it mixes with its reductions)."
-    z = torch.zeros((), dtype=x.dtype, device=x.device)
-    if type(x) in (torch.Tensor, torch.nn.Parameter): return z
-    from torch.distributed.tensor import DTensor, Replicate   # only for tensor subclasses: torch builds without distributed
-    if isinstance(x, DTensor): z = DTensor.from_local(z, x.device_mesh, [Replicate()]*x.device_mesh.ndim)
-    return z
-
-class S3(CheckedStateDict, torch.optim.Optimizer):
+class S3(GradualOptimizer):
     "SoftSignSGD (Algorithm 1): $x \\leftarrow x - \\gamma\\, n_t/b_t(p)$ with one $\\beta$, so every coordinate moves by at most `lr`."
     def __init__(self, params,
-                 lr:float=1e-3, # learning rate gamma (the largest possible move of any coordinate)
+                 lr:float=1e-3, # learning rate gamma (the largest possible move of any coordinate; a number or a 0-d tensor)
                  beta:float=0.95, # EMA coefficient shared by the numerator m and the p-th moment s, in [0, 1)
                  p:float=3, # order of the moment in the denominator, p >= 1
                  weight_decay:float=0., # decoupled weight decay: x <- x*(1 - lr*weight_decay) before the step
                  nesterov:bool=True, # use n_t, b_t (NAG II); False gives the paper's "w/o NAG" ablation m_t/s_t^(1/p)
                  eps:float=1e-8, # added to b_t, relative to the tensor's running max |g| (0 allowed)
-                 foreach:bool|None=None, # multi-tensor fast path; None: whenever it applies (`use_foreach`)
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
                  maximize:bool=False # maximise the objective instead (torch convention)
                 ):
-        check_nonneg('lr', lr); check_in_unit('beta', beta); check_nonneg('weight_decay', weight_decay)
-        check_nonneg('eps', eps)
+        check_in_unit('beta', beta); check_nonneg('weight_decay', weight_decay); check_nonneg('eps', eps)
         if not (isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 1):
             raise ValueError(f"Invalid p value: {p}")
         super().__init__(params, dict(lr=lr, beta=beta, p=p, weight_decay=weight_decay, nesterov=nesterov, eps=eps,
                                       foreach=foreach, maximize=maximize))
 
-    def _init_state(self, x):
-        st = self.state[x]
-        st['step'] = torch.zeros((), dtype=torch.float32, device=x.device)
-        st['exp_avg'] = torch.zeros_like(x, memory_format=torch.preserve_format)
-        st['exp_avg_pow'] = torch.zeros_like(x, memory_format=torch.preserve_format)
-        st['scale'] = _scalar_like(x)
-        return st
+    def init_state(self, p, group): return s3_state(p)
+    def update(self, group, params, grads, states): soft_sign_step_(group, params, grads, states, group['beta'], group['beta'])
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        "One S3 step for every parameter with a gradient; returns `closure()` if given."
-        loss = None
-        if closure is not None:
-            with torch.enable_grad(): loss = closure()
-        check_dense_groups(self.param_groups, 'S3')   # before any group moves or counts a step
-        for group in self.param_groups:
-            grads = [x.grad for x in group['params'] if x.grad is not None]
-            if use_foreach(group.get('foreach'), grads): self._step_foreach(group); continue
-            lr, beta, p, wd, eps = group['lr'], group['beta'], group['p'], group['weight_decay'], group['eps']
-            for x in group['params']:
-                if x.grad is None: continue
-                g = -x.grad if group.get('maximize') else x.grad
-                st = self.state[x] or self._init_state(x)
-                st['step'] += 1
-                m, s, c = st['exp_avg'], st['exp_avg_pow'], st['scale']
-                new_c = torch.maximum(c, g.abs().amax()) if g.numel() else c
-                safe_c = torch.where(new_c > 0, new_c, torch.ones_like(new_c))
-                s.mul_(_pow(c/safe_c, p)*beta)                     # rescale to the new units, then decay
-                c.copy_(new_c)
-                gp = _pow(g.abs().div_(safe_c), p)                   # (|g|/c)^p in [0, 1]
-                s.add_(gp, alpha=1 - beta)                          # s_t (in units of c^p)
-                m.lerp_(g, 1 - beta)                                # m_t
-                if group['nesterov']:
-                    n = m.mul(beta).add_(g, alpha=1 - beta)          # n_t = beta m_t + (1-beta) g_t
-                    b = _root(s.mul(beta).add_(gp, alpha=1 - beta), p)  # b_t / c
-                else:
-                    n, b = m.clone(), _root(s, p)
-                n.div_(safe_c)
-                b = b + max(eps, torch.finfo(b.dtype).tiny) if eps > 0 else torch.where(b > 0, b, torch.ones_like(b))
-                b = torch.maximum(b, n.abs())       # Hölder gives |n|/c <= b exactly; enforce it after rounding/underflow
-                if wd != 0: x.mul_(1 - lr*wd)
-                x.addcdiv_(n, b, value=-lr)
-        return loss
-
-    def _step_foreach(self, group):
-        "The same step over batches of flat views with `torch._foreach_*` ops; the scales c of all tensors in one stacked op."
-        xs = [x for x in group['params'] if x.grad is not None]
-        if not xs: return
-        lr, beta, p, wd, eps = group['lr'], group['beta'], group['p'], group['weight_decay'], group['eps']
-        gs = [x.grad for x in xs]
-        if group.get('maximize'): gs = torch._foreach_neg(gs)
-        sts = [self.state[x] or self._init_state(x) for x in xs]
-        torch._foreach_add_([st['step'] for st in sts], 1.0)
-        cs = [st['scale'] for st in sts]
-        batches = foreach_batches([xs, gs, [st['exp_avg'] for st in sts], [st['exp_avg_pow'] for st in sts]])
-        amax = torch.zeros(len(xs), dtype=torch.float64)                   # pass 1: max|g| per tensor, from its pieces
-        for idx, _, gb, _, _ in batches:
-            mx = _host(torch._foreach_max(torch._foreach_abs(gb)))             # on the host, as `amax`
-            amax.scatter_reduce_(0, torch.tensor(idx), mx, 'amax')
-        same = all(c.dtype == cs[0].dtype for c in cs)
-        c = torch.stack(cs) if same else torch.stack([c.double() for c in cs])
-        new_c = torch.maximum(c, amax.to(c))                               # on the scales' device and dtype
-        safe_c = torch.where(new_c > 0, new_c, torch.ones_like(new_c))
-        decay = (_pow(c/safe_c, p)*beta).tolist()                          # rescale s to the new units, then decay
-        torch._foreach_copy_(cs, list(new_c.unbind()))
-        safe = safe_c.tolist()
-        for idx, xb, gb, mb, sb in batches:                                # pass 2: the update, batch by batch
-            gp = torch._foreach_abs(gb); torch._foreach_div_(gp, [safe[i] for i in idx])
-            if p == 2: torch._foreach_mul_(gp, gp)
-            elif p != 1: torch._foreach_pow_(gp, p)                         # (|g|/c)^p in [0, 1]
-            dec = [decay[i] for i in idx]
-            if all(x == beta for x in dec): torch._foreach_lerp_(sb, gp, 1 - beta)   # scale unchanged: one pass
-            else: torch._foreach_mul_(sb, dec); torch._foreach_add_(sb, gp, alpha=1 - beta)
-            torch._foreach_lerp_(mb, gb, 1 - beta)
-            if group['nesterov']:
-                n = torch._foreach_lerp(mb, gb, 1 - beta)                   # beta m + (1-beta) g
-                b = torch._foreach_lerp(sb, gp, 1 - beta)                   # beta s + (1-beta) gp
-                if p == 2: torch._foreach_sqrt_(b)
-                elif p != 1: torch._foreach_pow_(b, 1.0/p)                  # the one fractional power per element
-            else:
-                n = mb
-                b = torch._foreach_mul(sb, 1.0) if p == 1 else torch._foreach_sqrt(sb) if p == 2 else torch._foreach_pow(sb, 1.0/p)
-            tiny = torch.finfo(xb[0].dtype).tiny
-            if eps > 0: torch._foreach_add_(b, max(eps, tiny))           # eps=1e-8 would round to 0 in fp16
-            else: torch._foreach_clamp_min_(b, tiny)                      # 0/0 -> 0: n = 0 wherever b = 0
-            n = torch._foreach_div(n, [safe[i] for i in idx])             # n/c, a new list (n may be the m buffer)
-            torch._foreach_maximum_(b, torch._foreach_abs(n))            # Hölder: |n|/c <= b; enforce it after rounding
-            if wd != 0: torch._foreach_mul_(xb, 1 - lr*wd)
-            torch._foreach_addcdiv_(xb, n, b, value=-lr)
+register('S3', S3, 'SoftSignSGD (S3 paper), Algorithm 1', 2, dict(lr=0.01, weight_decay=0.01))
 
 # %% ../nbs/04_s3.ipynb #ae0bf10c
 def s3_weight_decay(lr:float, # S3's (peak) learning rate
