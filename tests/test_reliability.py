@@ -16,6 +16,7 @@ from gradual_opt.lpsgd import LPSGD
 from gradual_opt.stages import lp_scale
 from gradual_opt.s3 import S3
 from gradual_opt.transforms import AGR, AGRAdamW, AutoscaleNorm, Centralize, agr, with_transforms
+from gradual_opt.core import registry
 
 torch.set_num_threads(1)   # bit-exact comparisons across processes need the same thread count; 2-core CI box
 HERE = Path(__file__).resolve().parent
@@ -45,7 +46,13 @@ OPTS = {
     'GSGD+AN':       lambda ps, **kw: _wt(GSGD, AutoscaleNorm(p=2))(ps, **{**dict(lr=0.02, total_steps=N), **kw}),
     'AdamW+AGR-until': lambda ps, **kw: _wt(torch.optim.AdamW, AGR(until=0.5, total_steps=N))(ps, **{**dict(lr=0.01), **kw}),
 }
-MAIN = ['GSGD', 'GAdam', 'LPSGD', 'S3', 'AGRAdamW', 'SGD+GC+AGR+AN']   # one of each kind, for the slow tests
+# every other optimizer of the registry, with its test settings: a new method is covered without a line here
+def _from_registry(m): return lambda ps, **kw: m.cls(ps, **{**m.test_kwargs, **({'total_steps': N} if 'total_steps' in m.test_kwargs else {}), **kw})
+for _m in registry('optimizer'): OPTS.setdefault(_m.name, _from_registry(_m))
+# one of each class (the first registry name of each), plus a composition, for the slow tests
+_first = {}
+for _m in registry('optimizer'): _first.setdefault(_m.cls, _m.name)
+MAIN = list(_first.values()) + ['SGD+GC+AGR+AN']
 
 def xfail(reason): return pytest.mark.xfail(strict=True, reason=f'{reason}: fix described in issue-8 note')
 def torch_limit(reason): return pytest.mark.xfail(strict=True, reason=f'torch.optim itself, not ours: {reason}')
