@@ -213,9 +213,9 @@ def test_distributed_checkpoint_keeps_transforms(name, tmp_path):
     for t, sd in zip(o1.grad_transforms, saved): assert repr(t.state_dict()) == repr(sd)
     if name == 'S3+AGR-until':
         agr_ = o1.grad_transforms[0]
-        assert agr_.step == 4 and not agr_.active()     # AGR(until=0.5, N=6): off from step 4 on, also after resume
+        assert int(agr_.step) == 4 and float(agr_.on()) == 0.   # AGR(until=0.5, N=6): off from step 4 on, also after resume
         # negative control: had the counter been lost, AGR would be on again at step 5 and the run would differ
-        m2, o2 = fresh_like(m, name); o2.load_state_dict(copy.deepcopy(opt.state_dict())); o2.grad_transforms[0].step = 0
+        m2, o2 = fresh_like(m, name); o2.load_state_dict(copy.deepcopy(opt.state_dict())); o2.grad_transforms[0].step.zero_()
         run(m2, o2, 2)
         assert not all(torch.equal(a, b) for a, b in zip(m2.parameters(), ref.parameters()))
     run(m1, o1, 2); assert_same(m1, ref)                 # the gradient is not transformed at steps 5, 6
@@ -250,9 +250,9 @@ def test_complex_params_refused(name):
 # backend='eager'-style (a counting backend that returns the traced graph's forward, run by the eager interpreter)
 # proves tracing only: dynamo must capture the step with fullgraph=True (any graph break, .item(), .tolist() or
 # data-dependent Python control flow raises), without running inductor's slow code generation.
-_NO_TRACE = 'the transforms still gather statistics to the host (.tolist()/float()/Python int step counters)'
+_NO_TRACE = "torch's own SGD.step breaks the graph on purpose (its _use_grad_for_differentiable decorator), not the transforms"
 COMPILE_CASES = [pytest.param(n, marks=pytest.mark.xfail(strict=True, raises=torch._dynamo.exc.Unsupported, reason=_NO_TRACE))
-                 if n in COMPOSITIONS else n for n in ALL]
+                 if n == 'SGD+Centralize+AGR' else n for n in ALL]
 
 
 @pytest.mark.parametrize('name', COMPILE_CASES)
