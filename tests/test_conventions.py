@@ -10,7 +10,7 @@ from gradual_opt.core import GradualOptimizer, registry
 from gradual_opt.baselines import Adan
 from gradual_opt.gsgd import GSGD
 from gradual_opt.s3 import S3
-from gradual_opt.transforms import AGR, AutoscaleNorm, Centralize, TransformedOptimizer, with_transforms, _unhooked
+from gradual_opt.transforms import AGR, AutoscaleNorm, Centralize, GradTransform, TransformedOptimizer, with_transforms, _unhooked
 
 torch.set_num_threads(1)
 
@@ -292,3 +292,24 @@ def test_sparse_grad_in_later_group(name):
         for key, v in st.items():
             assert torch.equal(torch.as_tensor(after['state'][k][key]), torch.as_tensor(v)), (k, key)
     assert [t.step for t in getattr(opt, 'grad_transforms', [])] == tsteps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 9. The registry: every method is listed, and each entry's documented state is what the optimizer keeps
+def test_registry_lists_every_method():
+    assert {'GSGD', 'GSGD-momentum', 'GAdam', 'LPSGD', 'LPSGDM', 'S3', 'S3-untied', 'Lion', 'Adan', 'AGRAdamW'} <= {e.name for e in ENTRIES}
+    assert {'AGR', 'Centralize', 'AutoscaleNorm'} <= {m.name for m in registry('transform')}
+    for m in registry('transform'): assert isinstance(m.cls(**m.test_kwargs), GradTransform)
+
+@pytest.mark.parametrize('entry', ENTRIES, ids=[e.name for e in ENTRIES])
+def test_registry_buffers_match_state(entry):
+    m = make_model(); opt = entry.cls(groups(m), **entry.test_kwargs); run(m, opt, 2)
+    for p in m.parameters():
+        full = [k for k, v in opt.state[p].items() if torch.is_tensor(v) and v.shape == p.shape and v.dim() > 0]
+        assert len(full) == entry.buffers, (entry.name, full)
+
+def test_nested_with_transforms_is_one_class():
+    C = with_transforms(with_transforms(torch.optim.AdamW, Centralize()), AGR())
+    assert C._base_cls is torch.optim.AdamW and [type(t) for t in C._recipe] == [Centralize, AGR]
+    p = torch.nn.Parameter(torch.ones(3, 2)); opt = C([p], lr=0.1); p.grad = torch.ones(3, 2); opt.step()
+    assert [int(t.step) for t in opt.grad_transforms] == [1, 1]
