@@ -6,15 +6,9 @@
 __all__ = []
 
 # %% ../nbs/index.ipynb #28d3dc7f
-from .geometry import *
-from .schedules import *
-from .gsgd import *
-from .fastai import *
-from .repro import *
-from .s3 import *
-from .lpsgd import *
-from .transforms import *
-from .diagnostics import *
-from . import geometry as _m0, schedules as _m1, gsgd as _m2, fastai as _m3, repro as _m4, s3 as _m5, lpsgd as _m6, transforms as _m7, diagnostics as _m8
-# nbdev writes `__all__ = []` for a module that defines nothing; the public API is the union of the modules' own lists
-__all__ = [n for m in (_m0, _m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8) for n in m.__all__]
+import importlib as _il, pkgutil as _pk
+import gradual_opt as _pkg
+# Every module of the package, globbed: a new method's notebook needs no line here. Each module's own __all__ is the API.
+_mods = [_il.import_module(f'gradual_opt.{m.name}') for m in _pk.iter_modules(_pkg.__path__) if not m.name.startswith('_') and m.name != 'all']
+for _m in _mods: globals().update({n: getattr(_m, n) for n in _m.__all__})
+__all__ = [n for _m in _mods for n in _m.__all__]

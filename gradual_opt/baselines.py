@@ -34,7 +34,7 @@ class Lion(GradualOptimizer):
             decay_(ps, group['lr'], group['weight_decay']); apply_(ps, u, group['lr'])
             ema_(ms, gs, b2)
 
-register('Lion', Lion, 'Lion (Chen et al. 2023), a baseline of the S3 paper', 1, dict(lr=1e-3, weight_decay=0.01))
+register('Lion', Lion, 'Lion (Chen et al. 2023), a baseline of the S3 paper', 1, dict(lr=1e-2, weight_decay=0.01))   # a sign step: lr above bf16's spacing at 1
 
 # %% ../nbs/04b_baselines.ipynb #4a7d3c3c
 class Adan(GradualOptimizer):
@@ -57,7 +57,7 @@ class Adan(GradualOptimizer):
 
     def update(self, group, params, grads, states):
         "The three moments, then $\\hat m/(\\sqrt{\\hat n}+\\epsilon) + \\beta_2\\hat d/(\\sqrt{\\hat n}+\\epsilon)$, with the group's step count."
-        (b1, b2, b3), lr, wd, t = group['betas'], group['lr'], group['weight_decay'], group['step']
+        (b1, b2, b3), lr, wd, eps, t = group['betas'], group['lr'], group['weight_decay'], group['eps'], group['step']
         for g, st in zip(grads, states):
             if 'prev_grad' not in st: st['prev_grad'] = g.detach().clone()     # g_0 = g_1: the first difference is 0
         c1, c2, c3 = (bias_correction(b, t) for b in (b1, b2, b3))
