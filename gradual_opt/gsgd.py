@@ -47,11 +47,11 @@ class GSGD(GradualOptimizer):
         for idx, ps, gs, *bufs in batches(group['foreach'], lists):
             d = heavy_ball_(bufs[0], gs, mom, group['dampening'], group['nesterov'], pick(fresh, idx)) if mom != 0 else gs
             s, m, uu, ss = scaled_sign_pow(d, e)
-            if rescale is None: decay_(ps, lr, wd); apply_(ps, s, lr, unscaled(m, e))   # Algorithm 1: finish the batch now
+            if rescale is None: decay_(ps, lr, wd); apply_(ps, s, lr, list(unscaled(m, e).unbind()))   # Algorithm 1: finish the batch now
             else: kept.append((ps, s, m, uu, ss)); owner += idx
         if not kept: return
-        m, uu, ss = (sum((k[j] for k in kept), []) for j in (2, 3, 4))
-        coef = iter(l2_rescale(m, uu, ss, e, None if rescale == 'global' else owner))   # needs every piece: a second sweep
+        m, uu, ss = (torch.cat([k[j] for k in kept]) for j in (2, 3, 4))
+        coef = iter(l2_rescale(m, uu, ss, e, None if rescale == 'global' else owner).unbind())   # needs every piece: a second sweep
         for ps, s, *_ in kept: decay_(ps, lr, wd); apply_(ps, s, lr, [next(coef) for _ in s])
 
 register('GSGD', GSGD, 'Gradual SGD (Yuan, Liu & Nie), Algorithm 1 + Eq. 4', 0, dict(lr=0.05, total_steps=6))
@@ -88,7 +88,7 @@ class GAdam(GradualOptimizer):
         (b1, b2), lr, wd = group['betas'], group['lr'], group['weight_decay']
         ks = [st['step'] for st in states]
         torch._foreach_add_(ks, 1.)
-        c1 = [1/bias_correction(b1, k) for k in ks]; c2 = [bias_correction(b2, k) for k in ks]
+        c1, c2 = bias_correction(b1, ks, inverse=True), bias_correction(b2, ks)
         lists = [params, grads, [st['exp_avg'] for st in states], [st['rms'] for st in states]]
         for idx, ps, gs, ms, rs in batches(group['foreach'], lists):
             ema_(ms, gs, b1); rms_(rs, gs, b2)

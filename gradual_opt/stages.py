@@ -69,16 +69,15 @@ def sign_pow(xs:list, e)->list:
     return torch._foreach_mul(torch._foreach_pow(torch._foreach_abs(xs), each(e, xs)), sign(xs))
 
 def scaled_sign_pow(ds:list, e)->tuple:
-    "Return `(s, m, uu, ss)` per piece: $m$ = max|d| (at least the dtype's tiny), $s$ = `sign_pow`(d/m, e), $\\|d/m\\|^2$, $\\|s\\|^2$."
-    m = [x.clamp_min(torch.finfo(x.dtype).tiny) for x in amax(ds)]
+    "Return `s` per piece and `(m, uu, ss)` as float64 vectors: $m$ = max|d| (at least the dtype's tiny), $s$ = `sign_pow`(d/m, e), $\\|d/m\\|^2$, $\\|s\\|^2$."
+    m = torch._foreach_clamp_min(amax(ds), [torch.finfo(x.dtype).tiny for x in ds])
     u = torch._foreach_div(ds, m)
     s = torch._foreach_mul(torch._foreach_pow(torch._foreach_abs(u), each(e, u)), torch._foreach_sign(u))   # NaN rides on m (below)
-    sq = lambda ts: [x.double().square() for x in norms(ts)]
-    return s, m, sq(u), sq(s)
+    sq = lambda ts: torch.stack(norms(ts)).double().square()
+    return s, torch.stack(m).double(), sq(u), sq(s)
 
-def l2_rescale(m:list, uu:list, ss:list, e, groups:list|None=None)->list:
-    "Eq. 4's coefficient $c_k$ of each piece $k$ (see above); `groups`: which norm each piece belongs to (None: one for all)."
-    m, uu, ss = torch.stack(m).double(), torch.stack(uu), torch.stack(ss)
+def l2_rescale(m, uu, ss, e, groups:list|None=None):
+    "Eq. 4's coefficient $c_k$ of each piece $k$ (see above; vectors over the pieces, float64); `groups`: which norm each piece belongs to (None: one for all)."
     if groups is None: total = lambda x, how='sum': getattr(x, how)()        # one norm: reductions over all pieces
     elif len(set(groups)) == len(groups): total = lambda x, how='sum': x     # each piece a whole tensor: nothing to combine
     else:                                                                     # pieces of tensors: combine per tensor
@@ -90,11 +89,11 @@ def l2_rescale(m:list, uu:list, ss:list, e, groups:list|None=None)->list:
     r = m/M
     G, S = total(r.square()*uu), total(r.pow(2*e)*ss)
     f = torch.where(S > 0, (G/torch.where(S > 0, S, 1)).sqrt(), G*0)     # S = 0: a zero direction, coefficient 0 (G*0 keeps NaN)
-    return list((f*M*r.pow(e)).unbind())
+    return f*M*r.pow(e)
 
-def unscaled(m:list, e)->list:
-    "Algorithm 1 (no rescale): the coefficient $m_k^e$ that turns `scaled_sign_pow`'s $s$ back into $\\operatorname{sign}(d)|d|^e$."
-    return [x.double().pow(e) + 0*x for x in m]       # + 0*m: a NaN/inf piece stays NaN also at e = 0 (nan^0 = 1)
+def unscaled(m, e):
+    "Algorithm 1 (no rescale): the coefficients $m_k^e$ that turn `scaled_sign_pow`'s $s$ back into $\\operatorname{sign}(d)|d|^e$."
+    return m.pow(e) + 0*m       # + 0*m: a NaN/inf piece stays NaN also at e = 0 (nan^0 = 1)
 
 # %% ../nbs/01a_stages.ipynb #b1bbf0b2
 def lp_scale(ms:list, rho, eps:float=1e-8)->list:
@@ -112,16 +111,24 @@ def adam_denom(rs:list, q, c2:list, eps:float)->list:
     torch._foreach_add_(den, [safe_eps(eps, r.dtype) for r in rs])
     return den
 
-def bias_correction(beta:float, k)->torch.Tensor:
-    "$1-\\beta^k$ for a step count $k$ (a number or a tensor)."
-    return 1 - beta**k if not torch.is_tensor(k) else 1 - torch.pow(beta, k.double())
+def bias_correction(beta:float, k, inverse:bool=False):
+    "$1-\\beta^k$ (or its inverse) for a step count $k$: a number, a tensor, or a list of 0-d tensors (one vector op for all of them)."
+    if isinstance(k, list):
+        if len({x.device for x in k}) > 1: return [bias_correction(beta, x, inverse) for x in k]
+        return list(bias_correction(beta, torch.stack(k), inverse).unbind()) if k else []
+    c = 1 - beta**k if not torch.is_tensor(k) else 1 - torch.pow(beta, k.double())
+    return 1/c if inverse else c
 
 # %% ../nbs/01a_stages.ipynb #b8e91641
-def running_max_(cs:list, piece_max:list, idx:list)->list:
-    "Per tensor: the old running max and, in place in `cs`, the new one, $\\max(c, \\max|g|)$ over all of its pieces."
-    old = [c.clone() for c in cs]
-    for i, mx in zip(idx, piece_max): torch.maximum(cs[i], mx.to(cs[i].dtype), out=cs[i])
-    return old
+def running_max_(cs:list, piece_max:list, idx:list)->tuple:
+    "Per tensor, $c \\leftarrow \\max(c, \\max|g|)$ over all of its pieces, in place in `cs`; returns the old and new values as vectors."
+    old = torch.stack(cs)
+    if idx == list(range(len(cs))): new = torch.maximum(old, torch.stack(piece_max).to(old.dtype))   # one piece per tensor
+    else:
+        new = old.clone()
+        for i, mx in zip(idx, piece_max): new[i] = torch.maximum(new[i], mx.to(new.dtype))
+    torch._foreach_copy_(cs, list(new.unbind())) if all(type(c) is torch.Tensor for c in cs) else [c.copy_(x) for c, x in zip(cs, new.unbind())]
+    return old, new
 
 def pth_power(gs:list, c:list, p:float)->list:
     "$(|g|/c)^p \\in [0,1]$, with exact cheap paths at p = 1, 2 (`c` one 0-d tensor per tensor, > 0)."
@@ -176,9 +183,9 @@ def soft_sign_step_(group, params, grads, states, beta1, beta2):
     bs = batches(group['foreach'], lists)
     pmax, idx_all = [], []
     for idx, _, gs, _, _ in bs: pmax += amax(gs); idx_all += idx
-    old = running_max_(cs, pmax, idx_all)                           # pass 1: each tensor's max|g| joins its running max c
-    safe = [torch.where(c > 0, c, 1) for c in cs]
-    shrink = [(o/c)**p for o, c in zip(old, safe)]                  # s is kept in units of c^p: rescale when c grows
+    old, new = running_max_(cs, pmax, idx_all)                      # pass 1: each tensor's max|g| joins its running max c
+    safe = torch.where(new > 0, new, 1)
+    shrink = list(((old/safe)**p).unbind()); safe = list(safe.unbind())   # s is kept in units of c^p: rescale when c grows
     for idx, xs, gs, ms, ss in bs:                                  # pass 2: the update, batch by batch
         gp = pth_power(gs, pick(safe, idx), p)                      # (|g|/c)^p in [0, 1]
         pth_moment_(ss, gp, beta2, pick(shrink, idx)); ema_(ms, gs, beta1)

@@ -240,6 +240,7 @@ register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0,
 # %% ../nbs/05_transforms.ipynb #582e414d
 def l1_norms(gs:list)->list:
     "$\\sum|g|$ of each tensor as a 0-d float64 tensor on its device (float64 accumulation: no overflow from any fp32 gradient)."
+    if not all(type(g) in (torch.Tensor, torch.nn.Parameter) for g in gs): return [g.abs().sum(dtype=torch.float64) for g in gs]   # DTensor
     return list(torch._foreach_norm(gs, 1, dtype=torch.float64)) if gs else []
 
 def agr_coefficients(g:Tensor # gradient of one tensor
@@ -331,7 +332,7 @@ class AGRAdamW(GradualOptimizer):
         on = 1. if group['until'] is None else (group['step'] <= group['until']*group['total_steps']).double()
         ks = [st['step'] for st in states]
         torch._foreach_add_(ks, 1.)
-        c1 = [1/bias_correction(b1, k) for k in ks]; c2 = [bias_correction(b2, k) for k in ks]
+        c1, c2 = bias_correction(b1, ks, inverse=True), bias_correction(b2, ks)
         firsts = [g.clone() if g.ndim >= group['min_ndim'] else g for g in grads]   # Psi(g) for the first moment, raw g for the second
         agr_([f for f, g in zip(firsts, grads) if f is not g], on, group['foreach'])
         lists = [params, grads, firsts, [st['exp_avg'] for st in states], [st['rms'] for st in states]]
