@@ -34,7 +34,8 @@ class Lion(GradualOptimizer):
             decay_(ps, group['lr'], group['weight_decay']); apply_(ps, u, group['lr'])
             ema_(ms, gs, b2)
 
-register('Lion', Lion, 'Lion (Chen et al. 2023), a baseline of the S3 paper', 1, dict(lr=1e-2, weight_decay=0.01))   # a sign step: lr above bf16's spacing at 1
+register('Lion', Lion, 'Lion (Chen et al. 2023), a baseline of the S3 paper', 1, dict(lr=1e-2, weight_decay=0.01),   # a sign step: lr above bf16's spacing at 1
+         summary='baseline: the sign of an interpolated momentum')
 
 # %% ../nbs/04b_baselines.ipynb #4a7d3c3c
 class Adan(GradualOptimizer):
@@ -74,4 +75,4 @@ class Adan(GradualOptimizer):
             if not group['no_prox']: decay_prox_(ps, lr, wd)
 
 register('Adan', Adan, 'Adan (Xie et al. 2022), a baseline of the S3 paper; with AGR, the AGR paper\'s Algorithm 1', 4,
-         dict(lr=1e-2, weight_decay=0.02))
+         dict(lr=1e-2, weight_decay=0.02), summary="baseline: moments of g, of its change and of (g + beta2 diff)^2")

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['check_nonneg', 'check_lr', 'check_in_unit', 'check_betas', 'check_positive_int', 'safe_eps', 'run_closure',
-           'Checkpointing', 'Scheduling', 'GradualOptimizer', 'Method', 'register', 'registry']
+           'Checkpointing', 'Scheduling', 'GradualOptimizer', 'Method', 'register', 'registry', 'registry_table']
 
 # %% ../nbs/92_core.ipynb #42867cf6
-import math, copy, dataclasses, importlib, pkgutil
+import math, copy, dataclasses, importlib, importlib.util, pkgutil, re
 import torch
 
 # %% ../nbs/92_core.ipynb #66521b09
@@ -182,18 +182,35 @@ class Method:
     buffers:int       # parameter-sized state tensors per parameter
     test_kwargs:dict  # small hyper-parameters for tests (a transform: its constructor's kwargs)
     kind:str = 'optimizer'   # or 'transform'
+    summary:str = ''         # what moves during training (or what the transform does), for the README's table
 
 _REGISTRY:dict = {}
 _INTEGRATIONS = {'all', 'fastai', 'diagnostics', 'repro'}   # modules that need fastai or plotting: never needed to register a method
 
-def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:str='optimizer'):
+def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:str='optimizer', summary:str=''):
     "Add a method to the registry (called by the module that defines it)."
     if kind not in ('optimizer', 'transform'): raise ValueError(f"Invalid kind value: {kind!r}")
-    _REGISTRY[name] = Method(name, cls, paper, buffers, dict(test_kwargs), kind)
+    _REGISTRY[name] = Method(name, cls, paper, buffers, dict(test_kwargs), kind, summary)
 
 def registry(kind:str|None=None)->list:
     "Every registered method (or only `kind`: 'optimizer' or 'transform'), in the order they were registered."
     import gradual_opt
     for m in pkgutil.iter_modules(gradual_opt.__path__):
         if not m.name.startswith('_') and m.name not in _INTEGRATIONS: importlib.import_module(f'gradual_opt.{m.name}')
-    return [m for m in _REGISTRY.values() if kind is None or m.kind == kind]
+    order = {name: i for i, name in enumerate(_REGISTRY)}
+    return sorted((m for m in _REGISTRY.values() if kind is None or m.kind == kind), key=lambda m: (_notebook(m.cls.__module__), order[m.name]))
+
+def _notebook(module:str)->str:
+    "The notebook `module` is exported from, read from the header nbdev writes (so the registry lists methods in reading order)."
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith('.py'): return module
+    m = re.search(r'File to edit: \.\./nbs/(\S+)\.ipynb', open(spec.origin, encoding='utf-8').read(1000))
+    return m.group(1) if m else module
+
+def registry_table(kind:str='optimizer')->str:
+    "The registry as a Markdown table: the README's and the docs' list of methods, so a new method needs no hand-written row."
+    esc = lambda s: str(s).replace('|', '\\|')
+    rows = [f"| `{m.name}` | `{m.cls.__name__}` | {esc(m.paper)} | {esc(m.summary)} |" + (f" {m.buffers} |" if kind == 'optimizer' else '')
+            for m in registry(kind)]
+    head = '| name | class | paper | what it does |' + (' state buffers |' if kind == 'optimizer' else '')
+    return '\n'.join([head, '|---|---|---|---|' + ('---|' if kind == 'optimizer' else ''), *rows])

@@ -54,9 +54,10 @@ class GSGD(GradualOptimizer):
         coef = iter(l2_rescale(m, uu, ss, e, None if rescale == 'global' else owner).unbind())   # needs every piece: a second sweep
         for ps, s, *_ in kept: decay_(ps, lr, wd); apply_(ps, s, lr, [next(coef) for _ in s])
 
-register('GSGD', GSGD, 'Gradual SGD (Yuan, Liu & Nie), Algorithm 1 + Eq. 4', 0, dict(lr=0.05, total_steps=6))
+register('GSGD', GSGD, 'Gradual SGD (Yuan, Liu & Nie), Algorithm 1 + Eq. 4', 0, dict(lr=0.05, total_steps=6),
+         summary='dual exponent (t-1)/N: signSGD to SGD, with an l2 rescale to the SGD step length')
 register('GSGD-momentum', GSGD, 'Gradual SGD (Yuan, Liu & Nie), Algorithm 1 + Eq. 4, heavy ball', 1,
-         dict(lr=0.05, total_steps=6, momentum=0.9, weight_decay=0.01))
+         dict(lr=0.05, total_steps=6, momentum=0.9, weight_decay=0.01), summary='the same, on torch-SGD heavy-ball momentum')
 
 # %% ../nbs/02_gsgd.ipynb #f698dca2
 class GAdam(GradualOptimizer):
@@ -95,4 +96,5 @@ class GAdam(GradualOptimizer):
             u = torch._foreach_div(ms, adam_denom(rs, q, pick(c2, idx), group['eps']))
             decay_(ps, lr, wd); apply_(ps, u, lr, pick(c1, idx))
 
-register('GAdam', GAdam, 'Gradual Adam (Yuan, Liu & Nie), Algorithm 2', 2, dict(lr=0.01, total_steps=6, weight_decay=0.01))
+register('GAdam', GAdam, 'Gradual Adam (Yuan, Liu & Nie), Algorithm 2', 2, dict(lr=0.01, total_steps=6, weight_decay=0.01),
+         summary='power on the second moment from 1/2 to 0: Adam to momentum SGD')

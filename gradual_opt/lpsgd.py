@@ -72,6 +72,7 @@ class LPSGD(GradualOptimizer):
             u = lp_scale(bufs[0] if beta != 0 else gs, rho, group['eps'])
             decay_(ps, group['lr'], group['weight_decay']); apply_(ps, u, group['lr'])
 
-register('LPSGD', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 1', 0, dict(lr=0.05, total_steps=6, p_max=6))
+register('LPSGD', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 1', 0, dict(lr=0.05, total_steps=6, p_max=6),
+         summary='p on a cosine from p_max to 2, per epoch (Eq. 19) or per step')
 register('LPSGDM', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 2', 1,
-         dict(lr=0.05, total_steps=6, p_max=6, momentum=0.9, weight_decay=0.01))
+         dict(lr=0.05, total_steps=6, p_max=6, momentum=0.9, weight_decay=0.01), summary='the same, on an EMA of the gradient')

@@ -67,7 +67,8 @@ class S3(GradualOptimizer):
     def init_state(self, p, group): return s3_state(p)
     def update(self, group, params, grads, states): soft_sign_step_(group, params, grads, states, group['beta'], group['beta'])
 
-register('S3', S3, 'SoftSignSGD (S3 paper), Algorithm 1', 2, dict(lr=0.01, weight_decay=0.01))
+register('S3', S3, 'SoftSignSGD (S3 paper), Algorithm 1', 2, dict(lr=0.01, weight_decay=0.01),
+         summary="nothing moves: a p-th-moment denominator with the numerator's beta keeps every coordinate's step within lr")
 
 # %% ../nbs/04_s3.ipynb #ae0bf10c
 def s3_weight_decay(lr:float, # S3's (peak) learning rate

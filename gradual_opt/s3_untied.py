@@ -33,4 +33,4 @@ class S3Untied(GradualOptimizer):
     def update(self, group, params, grads, states): soft_sign_step_(group, params, grads, states, *group['betas'])
 
 register('S3-untied', S3Untied, 'SoftSignSGD (S3 paper), ablation with separate beta1, beta2 (Tables III/IV)', 2,
-         dict(lr=0.01, betas=(0.9, 0.99), weight_decay=0.01))
+         dict(lr=0.01, betas=(0.9, 0.99), weight_decay=0.01), summary="S3 with separate beta1 and beta2: a step may exceed lr, up to Theorem 2's bound")

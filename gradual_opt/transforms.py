@@ -147,7 +147,8 @@ class Centralize(GradTransform):
     def apply(self, ps, on):
         for p in ps: centralize_(p.grad)
 
-register('Centralize', Centralize, 'gradient centralization (Yong et al. 2020), the baseline of the AGR and autoscale papers', 0, {}, kind='transform')
+register('Centralize', Centralize, 'gradient centralization (Yong et al. 2020), the baseline of the AGR and autoscale papers', 0, {}, kind='transform',
+         summary="removes each output unit's mean from multi-dimensional gradients")
 
 # %% ../nbs/05_transforms.ipynb #b5aacdba
 def autoscale_factor(s, # global gradient std s_t (float or tensor)
@@ -235,7 +236,8 @@ class AutoscaleNorm(GradTransform):
             if self.scale: torch._foreach_mul_(gb, each(a, gb))
         if self.track: self.hist.append((float(s), float(a)))    # reads both on the host: only when asked to track
 
-register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0, {}, kind='transform')
+register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0, {}, kind='transform',
+         summary="per-tensor mean removal and one global factor from the gradients' standard deviation")
 
 # %% ../nbs/05_transforms.ipynb #582e414d
 def l1_norms(gs:list)->list:
@@ -294,7 +296,8 @@ class AGR(GradTransform):
 
     def apply(self, ps, on): agr_([p.grad for p in ps], on, self.foreach)
 
-register('AGR', AGR, 'adaptive gradient regularization (AGR paper, Eqs. 1-2)', 0, {}, kind='transform')
+register('AGR', AGR, 'adaptive gradient regularization (AGR paper, Eqs. 1-2)', 0, {}, kind='transform',
+         summary='Psi(g) = g - alpha g with alpha = |g|/sum|g|, per tensor')
 
 # %% ../nbs/05_transforms.ipynb #4b6341fe
 class AGRAdamW(GradualOptimizer):
@@ -341,4 +344,5 @@ class AGRAdamW(GradualOptimizer):
             u = torch._foreach_div(ms, adam_denom(rs, 0.5, pick(c2, idx), group['eps']))
             decay_(ps, lr, wd); apply_(ps, u, lr, pick(c1, idx))
 
-register('AGRAdamW', AGRAdamW, 'AGR paper, Algorithm 2 (AdamW with AGR on the first moment)', 2, dict(lr=0.01, weight_decay=0.01))
+register('AGRAdamW', AGRAdamW, 'AGR paper, Algorithm 2 (AdamW with AGR on the first moment)', 2, dict(lr=0.01, weight_decay=0.01),
+         summary="AdamW whose first moment averages AGR's Psi(g); the second sees the raw gradient")

@@ -2,7 +2,8 @@
 
 `python tools/make_readme.py` writes README.md; `python tools/make_readme.py --check` exits 1 if README.md is stale.
 Markdown cells are copied; code cells become ```python blocks followed by their text output; cells flagged
-`#|hide` (or that only carry nbdev directives such as `#|default_exp`) are left out, as nbdev would.
+`#|hide` (or that only carry nbdev directives such as `#|default_exp`) are left out, as nbdev would; `#|echo: false`
+leaves the code out and `#|output: asis` copies the output as Markdown (the README's tables come from the registry).
 """
 import json, re, sys
 from pathlib import Path
@@ -22,14 +23,16 @@ def render(nb_path):
         if not body.strip(): continue
         if c['cell_type'] == 'markdown': out += [body, '']
         elif c['cell_type'] == 'code':
-            out += ['```python', body, '```', '']
+            echo = not any(re.search(r'\|\s*echo:\s*false', f) for f in flags)       # quarto's `#|echo: false`: output only
+            asis = any(re.search(r'\|\s*output:\s*asis', f) for f in flags)         # `#|output: asis`: the output is Markdown
+            if echo: out += ['```python', body, '```', '']
             text = []
             for o in c.get('outputs', []):
                 if o.get('output_type') == 'stream' and o.get('name') != 'stderr': text.append(''.join(o['text']))
                 elif 'data' in o and 'text/plain' in o['data'] and 'text/html' not in o['data']:
                     text.append(''.join(o['data']['text/plain']))
             text = ''.join(t if t.endswith('\n') else t + '\n' for t in text).rstrip('\n')
-            if text: out += ['```', text, '```', '']
+            if text: out += [text, ''] if asis else ['```', text, '```', '']
     return '\n'.join(out).rstrip('\n') + '\n'
 
 if __name__ == '__main__':
