@@ -61,6 +61,7 @@ def _rebuild(opt_cls, transforms):
     cls = with_transforms(opt_cls, *transforms)
     return cls.__new__(cls)
 
+# %% ../nbs/05_transforms.ipynb #tmixin
 class TransformedOptimizer:
     "Mixin of the classes `with_transforms` makes: gradients transformed once per step, transforms kept in state dicts, copies and pickles."
     def transform_grads(self):
@@ -273,6 +274,7 @@ def agr(g:Tensor # gradient of one tensor
     "The AGR operator Psi(g) = g - alpha*g with alpha = |g|/sum|g| (Eqs. 1-2), out of place and differentiable (for analysis); 0 stays 0."
     return (g - agr_coefficients(g)*g).to(g.dtype)
 
+# %% ../nbs/05_transforms.ipynb #agrcls
 class AGR(GradTransform):
     "AGR as a gradient transform (every moment of the host optimizer then sees Psi(g)), optionally only early in training."
     def __init__(self, min_ndim:int=2, # gradients with fewer dims are left as they are
