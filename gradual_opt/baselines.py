@@ -10,7 +10,7 @@ import math
 import torch
 from .core import GradualOptimizer, register, check_nonneg, check_betas, safe_eps
 from .plumbing import batches
-from .stages import ema_, sign, rms_, grad_diff_, bias_correction, decay_, decay_prox_, apply_
+from .stages import ema_, sign, rms_, grad_diff_, bias_correction, adam_denom, decay_, decay_prox_, apply_
 
 # %% ../nbs/04b_baselines.ipynb #04901d31
 class Lion(GradualOptimizer):
@@ -67,7 +67,7 @@ class Adan(GradualOptimizer):
             diff = grad_diff_(prev, gs)
             ema_(ms, gs, b1); ema_(ds, diff, b2)
             rms_(rs, torch._foreach_add(gs, diff, alpha=b2), b3)           # n = b3 n + (1-b3)(g + b2 diff)^2, kept as its root
-            den = torch._foreach_div(rs, c3.sqrt()); torch._foreach_add_(den, [safe_eps(eps, r.dtype) for r in rs])
+            den = adam_denom(rs, 0.5, [c3]*len(rs), eps)                    # sqrt(n/(1-b3^t)) + eps
             u = torch._foreach_mul(ms, 1/c1); torch._foreach_add_(u, torch._foreach_mul(ds, b2/c2))
             torch._foreach_div_(u, den)
             if group['no_prox']: decay_(ps, lr, wd)

@@ -8,7 +8,7 @@ __all__ = ['GSGD', 'GAdam']
 # %% ../nbs/02_gsgd.ipynb #0c09ebc8
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_betas
+from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_betas, counter
 from .schedules import gsgd_exponent, gadam_power
 from .plumbing import batches, pick
 from .stages import (heavy_ball_, decay_, apply_, scaled_sign_pow, l2_rescale, unscaled, ema_, rms_, adam_denom,
@@ -77,11 +77,11 @@ class GAdam(GradualOptimizer):
 
     def init_state(self, p, group):
         z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-        return {'step': torch.zeros((), dtype=torch.float32, device=p.device), 'exp_avg': z(), 'rms': z()}   # rms = sqrt(v)
+        return {'step': counter(0, p.device), 'exp_avg': z(), 'rms': z()}   # rms = sqrt(v)
 
     def upgrade_state(self, st):
         if 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()        # a state saved with v itself
-        if not torch.is_tensor(st['step']): st['step'] = torch.tensor(float(st['step']), device=st['rms'].device)
+        if not torch.is_tensor(st['step']): st['step'] = counter(st['step'], st['rms'].device)
 
     def update(self, group, params, grads, states):
         "EMA of g, the root of the EMA of g², then $\\hat m/(\\hat v^q+\\epsilon)$ with the scheduled $q$ (each tensor's own bias corrections)."

@@ -18,7 +18,7 @@ from .stages import ema_, lp_scale, decay_, apply_
 def lp_rho(p # the norm exponent, 2 <= p <= inf (a number, or a 0-d tensor inside a step)
           ):
     "Eq. 20: the power $\\rho=(p-2)/(p-1)=1-(q-1)$ that LPSGD divides by: 0 at $p=2$ (SGD), 1 at $p=\\infty$ (signSGD)."
-    return (p - 2)/(p - 1) if torch.is_tensor(p) else 1.0 - dual_exponent(p)
+    return 1.0 if not torch.is_tensor(p) and math.isinf(p) else (p - 2)/(p - 1)
 
 def lpsgd_p(t, # the step, counting from 1 (an int, or a 0-d tensor inside a step)
             total_steps:int, # N, the number of steps the schedule spans

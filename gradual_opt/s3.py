@@ -8,7 +8,7 @@ __all__ = ['s3_hp_map', 'adam_update_bound', 's3_update_bound', 'S3', 's3_weight
 # %% ../nbs/04_s3.ipynb #b9ee434b
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_positive_int
+from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_positive_int, check_at_least
 from .stages import soft_sign_step_, s3_state
 
 # %% ../nbs/04_s3.ipynb #d762c8f0
@@ -59,8 +59,7 @@ class S3(GradualOptimizer):
                  maximize:bool=False # maximise the objective instead (torch convention)
                 ):
         check_in_unit('beta', beta); check_nonneg('weight_decay', weight_decay); check_nonneg('eps', eps)
-        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 1):
-            raise ValueError(f"Invalid p value: {p}")
+        check_at_least('p', p, 1)
         super().__init__(params, dict(lr=lr, beta=beta, p=p, weight_decay=weight_decay, nesterov=nesterov, eps=eps,
                                       foreach=foreach, maximize=maximize))
 

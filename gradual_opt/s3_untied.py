@@ -8,7 +8,7 @@ __all__ = ['S3Untied']
 # %% ../nbs/04a_s3_untied.ipynb #074958f7
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_betas
+from .core import GradualOptimizer, register, check_nonneg, check_betas, check_at_least
 from .stages import soft_sign_step_, s3_state
 
 # %% ../nbs/04a_s3_untied.ipynb #ed14c572
@@ -24,8 +24,7 @@ class S3Untied(GradualOptimizer):
                  foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
                  maximize:bool=False): # maximise the objective instead
         check_nonneg('weight_decay', weight_decay); check_nonneg('eps', eps)
-        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 1):
-            raise ValueError(f"Invalid p value: {p}")
+        check_at_least('p', p, 1)
         super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), p=p, weight_decay=weight_decay, nesterov=nesterov,
                                       eps=eps, foreach=foreach, maximize=maximize))
 

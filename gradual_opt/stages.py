@@ -11,7 +11,7 @@ __all__ = ['each', 'decay_', 'decay_prox_', 'apply_', 'heavy_ball_', 'ema_', 'rm
 # %% ../nbs/01a_stages.ipynb #40d015fe
 import math
 import torch
-from .core import safe_eps
+from .core import safe_eps, counter
 from .plumbing import norms, acc_dtype, batches, pick
 
 # %% ../nbs/01a_stages.ipynb #c0cd8a04
@@ -64,15 +64,15 @@ def sign(xs:list)->list:
     torch._foreach_add_(s, xs, alpha=0)                 # + 0*x: NaN for NaN/inf, 0 otherwise
     return s
 
-def sign_pow(xs:list, e)->list:
-    "$\\operatorname{sign}(x)|x|^e$ for a number or 0-d tensor $e \\ge 0$; 0 at $x=0$ for every $e$, NaN for non-finite $x$."
-    return torch._foreach_mul(torch._foreach_pow(torch._foreach_abs(xs), each(e, xs)), sign(xs))
+def sign_pow(xs:list, e, keep_nan:bool=True)->list:
+    "$\\operatorname{sign}(x)|x|^e$ for a number or 0-d tensor $e \\ge 0$; 0 at $x=0$ for every $e$; NaN for non-finite $x$ (`keep_nan`; else 0 at $e=0$)."
+    return torch._foreach_mul(torch._foreach_pow(torch._foreach_abs(xs), each(e, xs)), sign(xs) if keep_nan else torch._foreach_sign(xs))
 
 def scaled_sign_pow(ds:list, e)->tuple:
     "Return `s` per piece and `(m, uu, ss)` as float64 vectors: $m$ = max|d| (at least the dtype's tiny), $s$ = `sign_pow`(d/m, e), $\\|d/m\\|^2$, $\\|s\\|^2$."
     m = torch._foreach_clamp_min(amax(ds), [torch.finfo(x.dtype).tiny for x in ds])
     u = torch._foreach_div(ds, m)
-    s = torch._foreach_mul(torch._foreach_pow(torch._foreach_abs(u), each(e, u)), torch._foreach_sign(u))   # NaN rides on m (below)
+    s = sign_pow(u, e, keep_nan=False)          # one pass fewer: a NaN rides on m, so on every coefficient (below)
     sq = lambda ts: torch.stack(norms(ts)).double().square()
     return s, torch.stack(m).double(), sq(u), sq(s)
 
@@ -200,4 +200,4 @@ def soft_sign_step_(group, params, grads, states, beta1, beta2):
 def s3_state(p)->dict:
     "The state of one parameter under S3: step count, momentum $m$, $p$-th moment in units of $c^p$, running max $c$."
     z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-    return {'step': torch.zeros((), dtype=torch.float32, device=p.device), 'exp_avg': z(), 'exp_avg_pow': z(), 'scale': scalar_like(p)}
+    return {'step': counter(0, p.device), 'exp_avg': z(), 'exp_avg_pow': z(), 'scale': scalar_like(p)}

@@ -11,7 +11,7 @@ __all__ = ['GradTransform', 'TransformedOptimizer', 'with_transforms', 'centrali
 import math, copy
 import torch
 from torch import Tensor
-from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure
+from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter
 from .plumbing import batches, pick, norms, acc_dtype
 from .stages import ema_, rms_, adam_denom, bias_correction, decay_, apply_, amax, each
 
@@ -22,7 +22,7 @@ class GradTransform:
                  foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
         if isinstance(min_ndim, bool) or not isinstance(min_ndim, int) or min_ndim < 0: raise ValueError(f"Invalid min_ndim value: {min_ndim}")
         if foreach not in (None, True, False): raise ValueError(f"Invalid foreach value: {foreach!r}")
-        self.min_ndim, self.foreach, self.step = min_ndim, foreach, torch.zeros(())
+        self.min_ndim, self.foreach, self.step = min_ndim, foreach, counter()
 
     def eligible(self, p)->bool:
         "Whether `p`'s gradient is transformed."
@@ -34,7 +34,7 @@ class GradTransform:
         "Count one step and transform `p.grad` in place for every eligible `p` in `params`."
         ps = [p for p in params if self.eligible(p)]          # raises on a sparse gradient before the step is counted
         if ps and (not torch.is_tensor(self.step) or self.step.device != ps[0].device):
-            self.step = torch.as_tensor(self.step, dtype=torch.float32).to(ps[0].device)   # the counter lives with the gradients
+            self.step = counter(self.step, ps[0].device)       # the counter lives with the gradients (an older state holds an int)
         self.step += 1
         if ps: self.apply(ps, self.on())
 
@@ -43,7 +43,7 @@ class GradTransform:
 
     def set_schedule(self, total_steps=None, steps_per_epoch=None, reset=True, step=None):
         "Restart the step count (fastai's `FitSchedule` calls this, through the optimizer, before each fit)."
-        if step is not None or reset: self.step = torch.full((), float(step or 0), device=self.step.device)
+        if step is not None or reset: self.step = counter(step or 0, self.step.device if torch.is_tensor(self.step) else None)
 
     def state_dict(self)->dict: return copy.deepcopy(self.__dict__)
     def load_state_dict(self, sd:dict): self.__dict__.update(copy.deepcopy(sd))
@@ -73,6 +73,7 @@ class TransformedOptimizer:
     def step(self, closure=None):
         "Evaluate `closure` (once), transform the gradients, then take the parent optimizer's step (its hooks fire once, as this step's)."
         loss = run_closure(closure)
+        if hasattr(self, '_check_ready'): self._check_ready()   # our optimizers' checks, before the transforms touch a gradient
         self.transform_grads()
         _unhooked(self._base_cls.step)(self)
         return loss
@@ -114,6 +115,8 @@ def with_transforms(opt_cls:type, # a `torch.optim.Optimizer` subclass (torch's 
     for t in transforms:
         if not isinstance(t, GradTransform): raise TypeError(f"Invalid transform value: {t!r} (need a GradTransform)")
     if issubclass(opt_cls, TransformedOptimizer):            # nested: one class, the inner transforms first
+        if '_recipe' not in vars(opt_cls):                     # a user's subclass of a transformed class: flattening would drop it
+            raise TypeError(f"{opt_cls.__name__} subclasses a with_transforms class: pass the base optimizer and all the transforms at once")
         return with_transforms(opt_cls._base_cls, *opt_cls._recipe, *transforms)
 
     class Transformed(TransformedOptimizer, opt_cls):
@@ -219,7 +222,7 @@ class AutoscaleNorm(GradTransform):
     def factor(self, s:Tensor)->Tensor:
         "a_t for the global std `s`, making the one-shot choice of p_t at the first step with s > 0 (as tensors: no host round trip)."
         if not torch.is_tensor(self.p_t) or self.p_t.device != s.device:           # a state saved as a number, or another device
-            self.p_t = torch.as_tensor(float(self.p_t or 0)).to(s.device)
+            self.p_t = torch.as_tensor(0. if self.p_t is None else self.p_t, dtype=torch.float32).to(s.device)
         p_now = torch.where(self.p_t > 0, self.p_t, 2.)                            # p_1 = 2 until chosen
         a = autoscale_factor(s, p_now.double(), self.eps)
         self.p_t = torch.where((self.p_t == 0) & (s > 0), torch.where(a < 0.5, 1., 2.), self.p_t).to(self.p_t.dtype)
@@ -263,10 +266,12 @@ def agr_(gs:list, # gradients (whole tensors), transformed in place
     S = [None]*len(many)
     for idx, gb in bs:                                           # pass 1: sum|g| of each tensor, from its pieces
         for i, s in zip(idx, l1_norms(gb)): S[i] = s if S[i] is None else S[i] + s
-    big = [torch.finfo(acc_dtype(g.dtype)).max for g in many]
-    c = [torch.where(s > 0, -on/torch.where(s > 0, s, 1), 0.).clamp_min(-b) for s, b in zip(S, big)]   # Psi(0) = 0
-    for idx, gb in bs:                                           # pass 2: (c|g|) g, left to right: no |g|*g under/overflow
-        t = torch._foreach_abs(gb); torch._foreach_mul_(t, pick(c, idx)); torch._foreach_addcmul_(gb, t, gb)
+    S = torch.stack(S) if many else None                         # c = -on/S, applied as two factors sqrt(1/S) and -on sqrt(1/S):
+    r = torch.where(S > 0, torch.where(S > 0, S, 1).rsqrt(), 0.) if many else None   # each is representable in fp32 for any fp32 sum
+    a1, a2 = (list(r.unbind()), list((-on*r).unbind())) if many else ([], [])        # (1/S overflows for subnormal gradients)
+    for idx, gb in bs:                                           # pass 2: ((|g| a1) a2) g: |g| a1 <= sqrt(S), the product <= 1
+        t = torch._foreach_abs(gb); torch._foreach_mul_(t, pick(a1, idx)); torch._foreach_mul_(t, pick(a2, idx))
+        torch._foreach_addcmul_(gb, t, gb)
     return gs
 
 def agr(g:Tensor # gradient of one tensor
@@ -325,11 +330,11 @@ class AGRAdamW(GradualOptimizer):
 
     def init_state(self, p, group):
         z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-        return {'step': torch.zeros((), dtype=torch.float32, device=p.device), 'exp_avg': z(), 'rms': z()}   # rms = sqrt(v)
+        return {'step': counter(0, p.device), 'exp_avg': z(), 'rms': z()}   # rms = sqrt(v)
 
     def upgrade_state(self, st):
         if 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()        # a state saved with v itself
-        if 'n' in st: st['step'] = torch.tensor(float(st.pop('n')), device=st['rms'].device)
+        if 'n' in st: st['step'] = counter(st.pop('n'), st['rms'].device)
 
     def update(self, group, params, grads, states):
         "AdamW's moments, the first one of $\\Psi(g)$ while AGR is on (each tensor's own bias corrections)."

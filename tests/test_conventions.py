@@ -126,14 +126,14 @@ def test_older_checkpoint_int_step(name):
     m = make_model(); opt = make(name, groups(m)); run(m, opt, 3)
     sd = copy.deepcopy(opt.state_dict())
     for g in sd['param_groups']:
-        assert torch.is_tensor(g['step']) and g['step'].dtype == torch.float32 and g['step'].ndim == 0
+        assert torch.is_tensor(g['step']) and g['step'].dtype == torch.float64 and g['step'].ndim == 0   # exact to 2**53 steps
         g['step'] = int(g['step'])
     for st in sd['state'].values():                    # per-tensor counters, where a class keeps them: ints too
         if 'step' in st: st['step'] = int(st['step'])
     m1, o1 = fresh_like(m, name)
     o1.load_state_dict(sd)
     for g in o1.param_groups:
-        assert torch.is_tensor(g['step']) and g['step'].dtype == torch.float32 and float(g['step']) == 3
+        assert torch.is_tensor(g['step']) and g['step'].dtype == torch.float64 and float(g['step']) == 3
     run(m1, o1, 3); assert_same(m1, ref)
 
 
@@ -313,3 +313,44 @@ def test_nested_with_transforms_is_one_class():
     assert C._base_cls is torch.optim.AdamW and [type(t) for t in C._recipe] == [Centralize, AGR]
     p = torch.nn.Parameter(torch.ones(3, 2)); opt = C([p], lr=0.1); p.grad = torch.ones(3, 2); opt.step()
     assert [int(t.step) for t in opt.grad_transforms] == [1, 1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 10. Found in review: counters past 2**24, schedules set by hand, transforms' checks, subnormal AGR, devices
+def test_counters_count_past_float32():
+    "float32 counters stop at 2**24 (16.7M steps); ours are float64, so a long schedule still reaches its end."
+    q = nn.Parameter(torch.ones(3)); opt = GSGD([q], lr=0.1, total_steps=20_000_000)
+    opt.set_schedule(step=2**24)
+    for _ in range(3): q.grad = torch.ones(3); opt.step()
+    assert int(opt.param_groups[0]['step']) == 2**24 + 3
+
+def test_set_schedule_after_int_steps():
+    q = nn.Parameter(torch.ones(3)); opt = GSGD([q], lr=0.1, total_steps=10)
+    opt.param_groups[0]['step'] = 2; opt.set_schedule(step=3); assert int(opt.param_groups[0]['step']) == 3
+    t = AGR(until=0.5, total_steps=10); t.step = 4; t.set_schedule(step=5); assert int(t.step) == 5   # an older state held an int
+
+def test_transforms_wait_for_the_optimizers_checks():
+    "A step that fails its checks (here: no total_steps) leaves the gradient and the transform's counter untouched."
+    q = nn.Parameter(torch.ones(4)); q.grad = torch.arange(1., 5.)
+    opt = with_transforms(GSGD, AGR(min_ndim=1))([q], lr=0.1)
+    with pytest.raises(RuntimeError, match='total_steps'): opt.step()
+    assert torch.equal(q.grad, torch.arange(1., 5.)) and int(opt.grad_transforms[0].step) == 0
+
+def test_agr_on_subnormal_gradients():
+    "sum|g| below 2.9e-39: 1/sum|g| overflows fp32, so AGR applies its coefficient as two representable factors."
+    from gradual_opt.transforms import agr_, agr
+    g = torch.tensor([[1e-40, 3e-40], [2e-40, 0.]])
+    for fe in (True, False):
+        out = agr_([g.clone()], foreach=fe)[0]
+        ref = (g.double() - g.double().abs()/g.double().abs().sum()*g.double())
+        assert torch.allclose(out.double(), ref, rtol=1e-3, atol=0), (out, ref)     # subnormals hold ~16 bits
+    big = torch.full((4, 4), 1e38); assert torch.allclose(agr_([big.clone()])[0], big*(1 - 1/16))
+
+def test_subclass_of_transformed_class_is_refused_clearly():
+    class Mine(with_transforms(torch.optim.SGD, AGR())): pass
+    with pytest.raises(TypeError, match='all the transforms at once'): with_transforms(Mine, Centralize())
+
+def test_group_on_two_devices_refused():
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, device='meta'))
+    with pytest.raises(ValueError, match='one device'): GSGD([a, b], lr=0.1, total_steps=3)
+    GSGD([{'params': [a]}, {'params': [b]}], lr=0.1, total_steps=3)      # a group per device is fine
