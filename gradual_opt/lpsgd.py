@@ -8,7 +8,6 @@ __all__ = ['lp_rho', 'lpsgd_p', 'LPSGD']
 # %% ../nbs/03_lpsgd.ipynb #16aeccc8
 import math
 import torch
-from .geometry import dual_exponent
 from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_positive_int
 from .schedules import cosine_p
 from .plumbing import batches
