@@ -73,7 +73,6 @@ class Checkpointing:
         "The class's own hyper-parameters: what a checkpoint must hold to be recognised as this optimizer's."
         return tuple(k for k in self.defaults if k not in _OPTIONS)
 
-
     def state_dict(self):
         "torch's `state_dict`, plus the class name, so that loading it into another optimizer fails clearly."
         return {**super().state_dict(), 'optimizer': type(self).__name__}

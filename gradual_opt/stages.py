@@ -107,7 +107,8 @@ def lp_scale(ms:list, rho, eps:float=1e-8)->list:
 def adam_denom(rs:list, q, c2:list, eps:float)->list:
     "$\\hat v^{q}+\\epsilon = r^{2q}\\,c_2^{-q} + \\epsilon$ per element, from the stored root $r=\\sqrt v$ and each tensor's $c_2 = 1-\\beta_2^k$."
     den = torch._foreach_pow(rs, each(2*q, rs))
-    torch._foreach_mul_(den, [c.pow(-q) if torch.is_tensor(c) else c**-q for c in c2])
+    one = c2 and all(torch.is_tensor(c) for c in c2) and len({c.device for c in c2}) == 1
+    torch._foreach_mul_(den, list(torch.stack(c2).pow(-q).unbind()) if one else [c**-q for c in c2])   # one vector op for all tensors
     torch._foreach_add_(den, [safe_eps(eps, r.dtype) for r in rs])
     return den
 
