@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['check_nonneg', 'check_lr', 'check_in_unit', 'check_betas', 'check_positive_int', 'safe_eps', 'counter',
-           'check_at_least', 'run_closure', 'Checkpointing', 'Scheduling', 'GradualOptimizer', 'Method', 'register',
-           'registry', 'registry_table']
+           'check_at_least', 'run_closure', 'Checkpointing', 'Scheduling', 'param_comments', 'signature_doc',
+           'GradualOptimizer', 'Method', 'register', 'registry', 'registry_table']
 
 # %% ../nbs/92_core.ipynb #42867cf6
-import math, copy, dataclasses, importlib, importlib.util, pkgutil, re
+import math, copy, dataclasses, importlib, importlib.util, inspect, io, pkgutil, re, textwrap, tokenize
 import torch
 
 # %% ../nbs/92_core.ipynb #66521b09
@@ -119,9 +119,47 @@ class Scheduling:
             if not self.scheduled: continue     # no schedule to restart: the count is Adan's bias correction, say, and stays
             if step is not None or reset: group['step'] = counter(step or 0, _group_device(group))
 
+# %% ../nbs/92_core.ipynb #0aad729f
+def param_comments(fn)->dict:
+    "`{parameter: comment}` read from the comment after each parameter in `fn`'s source (nbdev's documented signature)."
+    try: src = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError): return {}
+    names, out, depth, prev, last, closed = set(inspect.signature(fn).parameters), {}, 0, None, None, False
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+            if tok.type == tokenize.COMMENT:
+                if last: out.setdefault(last, tok.string.lstrip('#').strip())
+                if closed: break
+            elif tok.type in (tokenize.NEWLINE, tokenize.NL):
+                if closed: break
+            elif tok.type == tokenize.OP and tok.string in '([{': depth += 1
+            elif tok.type == tokenize.OP and tok.string in ')]}':
+                depth -= 1; closed = depth == 0
+            elif tok.type == tokenize.NAME and depth == 1 and prev in ('(', ',', '*', '**') and tok.string in names: last = tok.string
+            if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE): prev = tok.string
+    except (tokenize.TokenError, SyntaxError): pass
+    return out
+
+def signature_doc(fn)->str:
+    "A numpydoc Parameters section for `fn`'s docstring: each parameter, its default, and the comment that documents it."
+    comments, rows = param_comments(fn), []
+    if not comments: return ''
+    for name, p in inspect.signature(fn).parameters.items():
+        if name == 'self': continue
+        default = '' if p.default is inspect.Parameter.empty else f' (default {p.default!r})'
+        meaning = comments.get(name) or ('the parameters to optimise, or dicts defining param groups (as in torch.optim)' if name == 'params' else '')
+        rows += [f"{name}{default}"] + ([f"    {meaning}"] if meaning else [])
+    return '\n'.join(['Parameters', '----------', *rows])
+
 # %% ../nbs/92_core.ipynb #coremain
 class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
     "Base class of every optimizer here: closure, checks, the step counter, per-group `update`, torch-conformant state dicts."
+
+    def __init_subclass__(cls, **kwargs):
+        "Give a subclass's `__init__` a docstring listing its parameters (what `help()` and IDEs show), from its signature's comments."
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is not None and not init.__doc__: init.__doc__ = signature_doc(init) or None
 
     def __init__(self, params, defaults:dict, total_steps:int|None=None):
         check_lr(defaults.get('lr', 0.))
@@ -189,14 +227,15 @@ class Method:
     test_kwargs:dict  # small hyper-parameters for tests (a transform: its constructor's kwargs)
     kind:str = 'optimizer'   # or 'transform'
     summary:str = ''         # what moves during training (or what the transform does), for the README's table
+    variant:dict = dataclasses.field(default_factory=dict)   # hyper-parameters that make this entry what it is (e.g. GSGD-momentum: momentum=0.9)
 
 _REGISTRY:dict = {}
 _INTEGRATIONS = {'all', 'fastai', 'diagnostics', 'repro'}   # modules that need fastai or plotting: never needed to register a method
 
-def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:str='optimizer', summary:str=''):
+def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:str='optimizer', summary:str='', variant:dict|None=None):
     "Add a method to the registry (called by the module that defines it)."
     if kind not in ('optimizer', 'transform'): raise ValueError(f"Invalid kind value: {kind!r}")
-    _REGISTRY[name] = Method(name, cls, paper, buffers, dict(test_kwargs), kind, summary)
+    _REGISTRY[name] = Method(name, cls, paper, buffers, dict(test_kwargs), kind, summary, dict(variant or {}))
 
 def registry(kind:str|None=None)->list:
     "Every registered method (or only `kind`: 'optimizer' or 'transform'), in the order they were registered."
