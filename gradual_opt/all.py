@@ -9,6 +9,6 @@ __all__ = []
 import importlib as _il, pkgutil as _pk
 import gradual_opt as _pkg
 # Every module of the package, globbed: a new method's notebook needs no line here. Each module's own __all__ is the API.
-_mods = [_il.import_module(f'gradual_opt.{m.name}') for m in _pk.iter_modules(_pkg.__path__) if not m.name.startswith('_') and m.name != 'all']
+_mods = [_il.import_module(f'gradual_opt.{m.name}') for m in _pk.iter_modules(_pkg.__path__) if not m.name.startswith('_') and m.name not in ('all', 'hf', 'lightning')]   # those two need transformers / lightning: import them by name
 for _m in _mods: globals().update({n: getattr(_m, n) for n in _m.__all__})
 __all__ = [n for _m in _mods for n in _m.__all__]

@@ -230,7 +230,7 @@ class Method:
     variant:dict = dataclasses.field(default_factory=dict)   # hyper-parameters that make this entry what it is (e.g. GSGD-momentum: momentum=0.9)
 
 _REGISTRY:dict = {}
-_INTEGRATIONS = {'all', 'fastai', 'diagnostics', 'repro'}   # modules that need fastai or plotting: never needed to register a method
+_INTEGRATIONS = {'all', 'fastai', 'diagnostics', 'repro', 'hf', 'lightning'}   # modules that need fastai or plotting: never needed to register a method
 
 def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:str='optimizer', summary:str='', variant:dict|None=None):
     "Add a method to the registry (called by the module that defines it)."
