@@ -1,18 +1,19 @@
 # The two commands a user needs (see README.md): `make reproduce` and `make test`.
 # Each sets itself up: it creates .venv (Python 3.10+) and installs the package with pinned dependencies when missing.
+# (Users need none of this: `pip install gradual_opt` needs torch alone. The development pins live in constraints.txt.)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test reproduce export clean readme docs bench
+.PHONY: install test reproduce export clean readme docs bench check-install dist
 install: $(STAMP)
 
 $(STAMP): setup.py settings.ini constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed (PYTHON=python3.x make ...)"'
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,fastai]"
 	@touch $(STAMP)
 
 ## the main job: run the figure notebooks, collect PNGs + CSV tables + summary.md in results/
@@ -40,3 +41,11 @@ docs: $(STAMP)
 ## step-time benchmark vs torch.optim: CSV, PNG and profiles in results/perf/ (a few minutes on an idle 2-core CPU)
 bench: $(STAMP)
 	$(BIN)/python tools/benchmark.py --profile 2.5e7 $(ARGS)
+
+## what a user gets: build sdist + wheel, install each in a fresh venv (torch only), import time, newest fastai (~4 min)
+check-install: $(STAMP)
+	$(BIN)/python tools/check_install.py $(ARGS)
+
+## sdist and wheel in dist/
+dist: $(STAMP)
+	$(BIN)/python -m build

@@ -27,7 +27,7 @@ class Lion(GradualOptimizer):
     def init_state(self, p, group): return {'exp_avg': torch.zeros_like(p, memory_format=torch.preserve_format)}
 
     def update(self, group, params, grads, states):
-        "$c = \\beta_1 m + (1-\\beta_1) g$; $p \\leftarrow p(1-\\eta\\lambda) - \\eta\\,\\mathrm{sign}(c)$; $m \\leftarrow \\beta_2 m + (1-\\beta_2) g$."
+        "c = β1·m + (1-β1)·g;  p ← p(1 - η·λ) - η·sign(c);  m ← β2·m + (1-β2)·g."
         b1, b2 = group['betas']
         for idx, ps, gs, ms in batches(group['foreach'], [params, grads, [st['exp_avg'] for st in states]]):
             u = sign(torch._foreach_lerp(ms, gs, 1 - b1))
@@ -39,7 +39,7 @@ register('Lion', Lion, 'Lion (Chen et al. 2023), a baseline of the S3 paper', 1,
 
 # %% ../nbs/04b_baselines.ipynb #4a7d3c3c
 class Adan(GradualOptimizer):
-    "Adan (Xie et al. 2022) as its authors' PyTorch code runs it: moments of g, of its change, and of $(g + \\beta_2\\Delta)^2$."
+    "Adan (Xie et al. 2022) as its authors' PyTorch code runs it: moments of g, of its change Δ, and of (g + β2·Δ)²."
     def __init__(self, params,
                  lr:float=1e-3, # learning rate (a number or a 0-d tensor)
                  betas:tuple=(0.98, 0.92, 0.99), # EMA coefficients of g, of the gradient difference, and of the second moment
@@ -57,7 +57,7 @@ class Adan(GradualOptimizer):
         return {'exp_avg': z(), 'exp_avg_diff': z(), 'rms': z()}     # rms = sqrt(n); the previous gradient comes at step 1
 
     def update(self, group, params, grads, states):
-        "The three moments, then $\\hat m/(\\sqrt{\\hat n}+\\epsilon) + \\beta_2\\hat d/(\\sqrt{\\hat n}+\\epsilon)$, with the group's step count."
+        "The three moments, then m_hat/(√n_hat + ε) + β2·d_hat/(√n_hat + ε) (bias-corrected with the group's step count)."
         (b1, b2, b3), lr, wd, eps, t = group['betas'], group['lr'], group['weight_decay'], group['eps'], group['step']
         for g, st in zip(grads, states):
             if 'prev_grad' not in st: st['prev_grad'] = g.detach().clone()     # g_0 = g_1: the first difference is 0

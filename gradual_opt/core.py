@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['check_nonneg', 'check_lr', 'check_in_unit', 'check_betas', 'check_positive_int', 'safe_eps', 'counter',
-           'check_at_least', 'run_closure', 'Checkpointing', 'Scheduling', 'param_comments', 'signature_doc',
-           'GradualOptimizer', 'Method', 'register', 'registry', 'registry_table']
+           'check_at_least', 'run_closure', 'Checkpointing', 'Scheduling', 'size_to_run', 'param_comments',
+           'signature_doc', 'documented', 'GradualOptimizer', 'Method', 'register', 'registry', 'registry_table']
 
 # %% ../nbs/92_core.ipynb #42867cf6
 import math, copy, dataclasses, importlib, importlib.util, inspect, io, pkgutil, re, textwrap, tokenize
@@ -67,22 +67,45 @@ def run_closure(closure):
 
 # %% ../nbs/92_core.ipynb #coreckpt
 class Checkpointing:
-    "Optimizer mixin: torch-conformant state dicts that name their class, load any number of times, and keep counters on the right device."
+    "Optimizer mixin: torch-conformant state dicts that name their class, load any number of times, keep counters on the right device, and follow renamed hyper-parameters."
+    renamed_hypers:dict = {}   # {old name: new name} of a class's renamed hyper-parameters: old checkpoints load, the old keyword fails clearly
+
+    def __new__(cls, *args, **kwargs):
+        "Refuse a renamed hyper-parameter's old keyword with a `TypeError` that names the new one (Python's own message would not)."
+        _refuse_renamed(cls, kwargs, 'keyword argument')
+        return super().__new__(cls)
+
     @property
     def _hypers(self)->tuple:
         "The class's own hyper-parameters: what a checkpoint must hold to be recognised as this optimizer's."
         return tuple(k for k in self.defaults if k not in _OPTIONS)
+
+    def add_param_group(self, param_group:dict):
+        "torch's `add_param_group`, refusing a renamed hyper-parameter's old name (torch would keep it unused and take the default)."
+        _refuse_renamed(type(self), param_group, 'param group key')
+        super().add_param_group(param_group)
+
+    def _renamed(self, g:dict)->dict:
+        "A copy of the param group `g` with every renamed hyper-parameter under its new name (a saved value is never replaced by a default)."
+        g = dict(g)
+        for old, new in self.renamed_hypers.items():
+            if old not in g: continue
+            v = g.pop(old)
+            if new in g and g[new] != v: raise ValueError(f"param group holds both {old!r}={v!r} and {new!r}={g[new]!r}, which {type(self).__name__} renamed {old!r}")
+            g[new] = v
+        return g
 
     def state_dict(self):
         "torch's `state_dict`, plus the class name, so that loading it into another optimizer fails clearly."
         return {**super().state_dict(), 'optimizer': type(self).__name__}
 
     def load_state_dict(self, state_dict:dict):
-        "torch's `load_state_dict`: refuses another class's state; an older checkpoint's missing hyper-parameters come from `defaults`."
+        "torch's `load_state_dict`: refuses another class's state; renamed hyper-parameters are read under their old names, missing ones come from `defaults`."
         name, saved = type(self).__name__, state_dict.get('optimizer')
         if saved is not None and saved != name: raise ValueError(f"Cannot load a state_dict saved by optimizer {saved} into {name}")
         groups = []
         for i, g in enumerate(state_dict.get('param_groups', [])):
+            g = self._renamed(g)
             missing = [k for k in self._hypers if k not in g]
             if missing and saved is None:    # no class name: only a complete set of our hyper-parameters proves it is ours
                 raise ValueError(f"param group {i} of the state_dict lacks {name}'s hyper-parameters {sorted(missing)}: "
@@ -93,6 +116,9 @@ class Checkpointing:
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        if self.renamed_hypers:             # an optimizer pickled before a rename
+            self.defaults = self._renamed(self.defaults)
+            self.param_groups[:] = [self._renamed(g) for g in self.param_groups]
         self._place_counters()
 
     def _place_counters(self):
@@ -102,6 +128,11 @@ class Checkpointing:
             for p in group['params']:
                 st = self.state.get(p)
                 if st and 'step' in st: st['step'] = counter(st['step'], p.device)
+
+def _refuse_renamed(cls, names, what:str):
+    "A `TypeError` naming the new name, if `names` holds a hyper-parameter that `cls` renamed."
+    for old, new in getattr(cls, 'renamed_hypers', {}).items():
+        if old in names: raise TypeError(f"{cls.__name__}: the {what} {old!r} was renamed {new!r}")
 
 # %% ../nbs/92_core.ipynb #coresched
 class Scheduling:
@@ -118,6 +149,16 @@ class Scheduling:
             if steps_per_epoch is not None and 'steps_per_epoch' in group: group['steps_per_epoch'] = steps_per_epoch
             if not self.scheduled: continue     # no schedule to restart: the count is Adan's bias correction, say, and stays
             if step is not None or reset: group['step'] = counter(step or 0, _group_device(group))
+
+def size_to_run(opt, # an optimizer; one without `set_schedule` (nothing scheduled) is left alone
+                total_steps:int|None, # the run's length in optimizer steps
+                steps_per_epoch:int|None=None, # optimizer steps per epoch, where the trainer knows it
+                done:int=0): # steps already behind the run (a resumed run), 0 for a fresh one
+    "What a trainer's callback calls when a run starts: a fresh run restarts the schedule's count; a resumed one keeps the count its checkpoint restored, or moves it to `done` if none did."
+    if not hasattr(opt, 'set_schedule'): return
+    restored = any(float(g.get('step', 0)) for g in opt.param_groups)   # once per run: a host read is fine here
+    opt.set_schedule(total_steps=total_steps, steps_per_epoch=steps_per_epoch, reset=not done,
+                     step=done if done and not restored else None)
 
 # %% ../nbs/92_core.ipynb #0aad729f
 def param_comments(fn)->dict:
@@ -151,6 +192,12 @@ def signature_doc(fn)->str:
         rows += [f"{name}{default}"] + ([f"    {meaning}"] if meaning else [])
     return '\n'.join(['Parameters', '----------', *rows])
 
+def documented(cls:type)->type:
+    "Class decorator: give `cls.__init__` the parameter list `signature_doc` makes, unless it has a docstring of its own."
+    init = cls.__dict__.get('__init__')
+    if init is not None and not init.__doc__: init.__doc__ = signature_doc(init) or None
+    return cls
+
 # %% ../nbs/92_core.ipynb #coremain
 class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
     "Base class of every optimizer here: closure, checks, the step counter, per-group `update`, torch-conformant state dicts."
@@ -158,8 +205,7 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
     def __init_subclass__(cls, **kwargs):
         "Give a subclass's `__init__` a docstring listing its parameters (what `help()` and IDEs show), from its signature's comments."
         super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get('__init__')
-        if init is not None and not init.__doc__: init.__doc__ = signature_doc(init) or None
+        documented(cls)
 
     def __init__(self, params, defaults:dict, total_steps:int|None=None):
         check_lr(defaults.get('lr', 0.))
@@ -184,6 +230,7 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
     def init_state(self, p, group)->dict: return {}
     def upgrade_state(self, st:dict): pass   # convert a state saved by an older version, in place
     def update(self, group, params, grads, states): raise NotImplementedError
+    def finish(self, pending:list): pass   # after every group's `update`: `pending` holds what they returned (not None)
 
     def _check_ready(self):
         "Everything that can fail before any group moves: sparse gradients, an unset schedule length."
@@ -193,7 +240,8 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
                 if p.grad is not None and p.grad.is_sparse: raise RuntimeError(f"{name} does not support sparse gradients")
             if self.scheduled and self.needs_total_steps(group) and group['total_steps'] is None:
                 raise RuntimeError(f"{name}: total_steps is not set. Pass total_steps=..., call opt.set_schedule(total_steps=...), "
-                                   "or with fastai add the FitSchedule() callback.")
+                                   "or add your trainer's callback, which sets it for each run: FitSchedule() (gradual_opt.fastai), "
+                                   "HFSchedule() (gradual_opt.hf), LightningSchedule() (gradual_opt.lightning).")
 
     def _state(self, p, group)->dict:
         st = self.state[p]
@@ -206,6 +254,7 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
         "One step for every param group; returns `closure()` if given (evaluated once, with gradients enabled)."
         loss = run_closure(closure)
         self._check_ready()
+        pending = []
         for group in self.param_groups:
             if not torch.is_tensor(group['step']): group['step'] = counter(group['step'], _group_device(group))   # set by hand as a number
             group['step'] += 1
@@ -213,7 +262,9 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
             if not ps: continue
             gs = [p.grad for p in ps]
             if group['maximize']: gs = torch._foreach_neg(gs)
-            self.update(group, ps, gs, [self._state(p, group) for p in ps])
+            out = self.update(group, ps, gs, [self._state(p, group) for p in ps])
+            if out is not None: pending.append(out)   # work that needs every group first (e.g. a statistic over all of them)
+        self.finish(pending)
         return loss
 
 # %% ../nbs/92_core.ipynb #a807f5fd

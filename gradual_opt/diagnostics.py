@@ -10,6 +10,7 @@ import math, time
 import numpy as np, torch
 import matplotlib.pyplot as plt
 from fastai.callback.core import Callback
+from .core import documented
 from .transforms import global_std
 
 # %% ../nbs/08_diagnostics.ipynb #f46c81d3
@@ -21,6 +22,7 @@ def layer_grad_std(named_params, # iterable of (name, parameter)
     per = {n: (float(p.grad.detach().float().std()) if p.grad.numel() > 1 else 0.) for n, p in named}
     return per, (float(global_std([p.grad for _, p in named])) if named else float('nan'))
 
+@documented
 class GradStd(Callback):
     "Record the per-layer and global gradient std at every `every`-th training step; `plot()` draws them."
     order = 60
@@ -55,6 +57,7 @@ def update_stats(before, # parameter tensors before the step
         tot += float(d.double().sum()); n += d.numel(); mx = max(mx, float(d.max()))
     return (tot / n if n else float('nan')), mx
 
+@documented
 class UpdateSize(Callback):
     "Record the mean and max |update| per coordinate of every `every`-th training step; `plot()` draws them."
     order = 60
@@ -115,6 +118,7 @@ def top_hessian_eig(loss_fn, # closure returning the scalar loss at the current 
     return lam, v, it
 
 # %% ../nbs/08_diagnostics.ipynb #062c83a2
+@documented
 class HessianTop(Callback):
     "Every `every` epochs (and before training), the top Hessian eigenvalue of the training loss on a fixed batch; `plot()` draws it."
     order = 70

@@ -74,18 +74,21 @@ def create_optimizer(model, # an `nn.Module` (split by `param_groups`), or param
     else: params, kwargs = model, {'weight_decay': weight_decay, **kwargs}
     return cls(params, lr=lr, **kwargs)
 
-# %% ../nbs/94_factory.ipynb #83641716
-def register_timm()->list:
-    "Register every optimizer of the registry in timm's optimizer registry (`create_optimizer_v2(model, 'gsgd', ...)`); returns the names."
+# %% ../nbs/94_factory.ipynb #1280317e
+def register_timm(overwrite:bool=False, # replace an optimizer timm already registers under the same name (its Lion, Adan)
+                 )->list:
+    "Register our optimizers in timm's registry, so `timm.optim.create_optimizer_v2(model, 'gsgd', ...)` works; returns the names registered."
     from timm.optim._optim_factory import OptimInfo, default_registry
     names = []
     for m in registry('optimizer'):
-        sig = inspect.signature(m.cls.__init__).parameters
+        name, sig = m.name.lower(), inspect.signature(m.cls.__init__).parameters
+        held = default_registry._optimizers.get(name)
+        if held is not None and held.opt_class is not m.cls and not overwrite: continue
         betas = sig['betas'].default if 'betas' in sig else None
-        default_momentum = sig['momentum'].default if 'momentum' in sig else 0
+        momentum = m.variant.get('momentum', sig['momentum'].default if 'momentum' in sig else 0) or 0
+        defaults = {k: v for k, v in m.variant.items() if k != 'momentum'}
         default_registry.register(OptimInfo(
-            name=m.name.lower(), opt_class=m.cls, description=m.summary, has_eps='eps' in sig,
-            has_momentum='momentum' in sig and (m.variant.get('momentum', default_momentum) or 0) > 0,
-            has_betas=betas is not None, num_betas=len(betas) if betas is not None else 2, defaults=dict(m.variant) or None))
-        names.append(m.name.lower())
+            name=name, opt_class=m.cls, description=m.summary, has_eps='eps' in sig, has_momentum=momentum > 0,
+            has_betas=betas is not None, num_betas=len(betas) if betas is not None else 2, defaults=defaults or None))
+        names.append(name)
     return names

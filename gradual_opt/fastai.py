@@ -9,6 +9,8 @@ __all__ = ['fastai_opt', 'FitSchedule', 'mnist1d_data', 'mnist1d_dls', 'mnist1d_
 from functools import partial
 import warnings
 import torch, torch.nn as nn
+try: import fastai
+except ImportError as e: raise ImportError('gradual_opt.fastai needs fastai: pip install "gradual_opt[fastai]"') from e
 with warnings.catch_warnings():   # fastai 2.8.7 calls torch.jit.script at import time, which torch 2.14 deprecates
     warnings.filterwarnings('ignore', message='.*torch.jit.script', category=FutureWarning)
     from fastai.optimizer import OptimWrapper, pytorch_hp_map
@@ -18,7 +20,7 @@ with warnings.catch_warnings():   # fastai 2.8.7 calls torch.jit.script at impor
 
 # %% ../nbs/06_fastai.ipynb #65534cff
 def fastai_opt(opt_cls, # a `torch.optim.Optimizer` subclass, e.g. `GSGD`
-               hp_map:dict|None=None, # extra torch-name -> fastai-name mappings, e.g. {'beta': 'mom'}
+               hp_map:dict|None=None, # extra torch-name -> fastai-name mappings, e.g. {'my_coef': 'mom'}
                **kwargs): # hyper-parameters for `opt_cls` (lr comes from the Learner)
     "An `opt_func` for `Learner` that builds `opt_cls(params, **kwargs)` inside fastai's `OptimWrapper`."
     return partial(OptimWrapper, opt=partial(opt_cls, **kwargs), hp_map={**pytorch_hp_map, **(hp_map or {})})

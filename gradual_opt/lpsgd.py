@@ -16,7 +16,7 @@ from .stages import ema_, lp_scale, decay_, apply_
 # %% ../nbs/03_lpsgd.ipynb #9c056f17
 def lp_rho(p # the norm exponent, 2 <= p <= inf (a number, or a 0-d tensor inside a step)
           ):
-    "Eq. 20: the power $\\rho=(p-2)/(p-1)=1-(q-1)$ that LPSGD divides by: 0 at $p=2$ (SGD), 1 at $p=\\infty$ (signSGD)."
+    "Eq. 20: the power ρ = (p-2)/(p-1) = 1-(q-1) that LPSGD divides by: 0 at p = 2 (SGD), 1 at p = ∞ (signSGD)."
     return 1.0 if not torch.is_tensor(p) and math.isinf(p) else (p - 2)/(p - 1)
 
 def lpsgd_p(t, # the step, counting from 1 (an int, or a 0-d tensor inside a step)
@@ -24,7 +24,7 @@ def lpsgd_p(t, # the step, counting from 1 (an int, or a 0-d tensor inside a ste
             p_max:float=6., # p at the start, >= 2
             steps_per_epoch:int|None=None # hold p for each epoch (Eq. 19 as written); None: the cosine runs over steps
            ):
-    "The $p$ LPSGD uses at step `t`: Eq. 19 with $s=\\lfloor (t-1)/\\text{spe}\\rfloor+1$, $S=\\lceil N/\\text{spe}\\rceil$, or per step."
+    "The p LPSGD uses at step `t`: Eq. 19 with s = ⌊(t-1)/spe⌋+1, S = ⌈N/spe⌉ (spe: `steps_per_epoch`), or per step."
     if steps_per_epoch is None: return cosine_p(t, total_steps, p_max)
     check_positive_int('steps_per_epoch', steps_per_epoch)
     s = torch.div(t - 1, steps_per_epoch, rounding_mode='floor') + 1 if torch.is_tensor(t) else (t - 1)//steps_per_epoch + 1
@@ -32,13 +32,13 @@ def lpsgd_p(t, # the step, counting from 1 (an int, or a 0-d tensor inside a ste
 
 # %% ../nbs/03_lpsgd.ipynb #4d3648cd
 class LPSGD(GradualOptimizer):
-    "LPSGD (Algorithm 1) and LPSGDM (`momentum`>0, Algorithm 2): SGD on $m/(|m|+\\epsilon)^{\\rho}$, $p$ going from `p_max` to 2 on a cosine."
+    "LPSGD (Algorithm 1) and LPSGDM (`momentum` > 0, Algorithm 2): SGD on m/(|m|+ε)^ρ, p going from `p_max` to 2 on a cosine."
     scheduled = True
     def __init__(self, params,
-                 lr:float=1e-3, # learning rate $\eta$ (a number or a 0-d tensor)
+                 lr:float=1e-3, # learning rate η (a number or a 0-d tensor)
                  total_steps:int|None=None, # N, the length of the schedule in steps (None: set later, e.g. by `FitSchedule`)
                  p_max:float=6., # p at the start, finite and >= 2 (2 gives SGD throughout)
-                 momentum:float=0., # EMA coefficient $\beta$ of Eq. 23, in [0, 1); 0 is Algorithm 1
+                 momentum:float=0., # EMA coefficient β of Eq. 23, in [0, 1); 0 is Algorithm 1
                  weight_decay:float=0., # decoupled (Eq. 25): theta <- (1 - lr*wd) theta before the step
                  eps:float=1e-8, # stability constant inside the power, (|m| + eps)^rho
                  steps_per_epoch:int|None=None, # hold p for each epoch (Eq. 19); None: the cosine runs over steps
@@ -53,7 +53,7 @@ class LPSGD(GradualOptimizer):
 
     def current_p(self, i:int=0 # index of the param group
                  )->float:
-        "The $p$ of param group `i`'s latest step (of its first step, before any)."
+        "The p of param group `i`'s latest step (of its first step, before any)."
         g = self.param_groups[i]
         if g['total_steps'] is None: return g['p_max']
         return lpsgd_p(max(int(g['step']), 1), g['total_steps'], g['p_max'], g['steps_per_epoch'])
@@ -62,7 +62,7 @@ class LPSGD(GradualOptimizer):
         return {'momentum_buffer': torch.zeros_like(p, memory_format=torch.preserve_format)} if group['momentum'] != 0 else {}
 
     def update(self, group, params, grads, states):
-        "Eq. 23's EMA (LPSGDM), Eq. 24's map with the scheduled $\\rho$, Eq. 25's decoupled decay."
+        "Eq. 23's EMA (LPSGDM), Eq. 24's map with the scheduled ρ, Eq. 25's decoupled decay."
         rho = lp_rho(lpsgd_p(group['step'], group['total_steps'], group['p_max'], group['steps_per_epoch']))
         beta = group['momentum']
         lists = [params, grads] + ([[st['momentum_buffer'] for st in states]] if beta != 0 else [])
@@ -74,4 +74,5 @@ class LPSGD(GradualOptimizer):
 register('LPSGD', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 1', 0, dict(lr=0.05, total_steps=6, p_max=6),
          summary='p on a cosine from p_max to 2, per epoch (Eq. 19) or per step')
 register('LPSGDM', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 2', 1,
-         dict(lr=0.05, total_steps=6, p_max=6, momentum=0.9, weight_decay=0.01), summary='the same, on an EMA of the gradient')
+         dict(lr=0.05, total_steps=6, p_max=6, momentum=0.9, weight_decay=0.01), summary='the same, on an EMA of the gradient',
+         variant=dict(momentum=0.9))

@@ -13,7 +13,7 @@ from .stages import soft_sign_step_, s3_state
 
 # %% ../nbs/04a_s3_untied.ipynb #ed14c572
 class S3Untied(GradualOptimizer):
-    "The S3 paper's ablation with untied coefficients: $\\beta_1$ on the numerator ($m$, $n$), $\\beta_2$ on the $p$-th moment ($s$, $b$)."
+    "The S3 paper's ablation with untied coefficients: β1 on the numerator (m, n), β2 on the p-th moment (s, b)."
     def __init__(self, params,
                  lr:float=1e-3, # learning rate (a number or a 0-d tensor)
                  betas:tuple=(0.9, 0.99), # (beta1, beta2): numerator and p-th-moment EMA coefficients; equal values give S3

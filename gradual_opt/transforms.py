@@ -8,16 +8,21 @@ __all__ = ['GradTransform', 'TransformedOptimizer', 'with_transforms', 'centrali
            'agr_coefficients', 'agr_', 'agr', 'AGR', 'AGRAdamW']
 
 # %% ../nbs/05_transforms.ipynb #26592611
-import math, copy
+import math, copy, inspect
 import torch
 from torch import Tensor
-from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter
+from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter, signature_doc, documented
 from .plumbing import batches, pick, norms, acc_dtype
 from .stages import ema_, rms_, adam_denom, bias_correction, decay_, apply_, amax, each
 
 # %% ../nbs/05_transforms.ipynb #88517d1f
 class GradTransform:
     "Base class of gradient transforms: an in-place map on `p.grad` for the eligible parameters, applied before an optimizer step."
+    def __init_subclass__(cls, **kwargs):
+        "Give a subclass's `__init__` a docstring listing its parameters (what `help()` and IDEs show), from its signature's comments."
+        super().__init_subclass__(**kwargs)
+        documented(cls)
+
     def __init__(self, min_ndim:int=2, # only gradients with at least this many dims are transformed
                  foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
         if isinstance(min_ndim, bool) or not isinstance(min_ndim, int) or min_ndim < 0: raise ValueError(f"Invalid min_ndim value: {min_ndim}")
@@ -50,6 +55,8 @@ class GradTransform:
     def __repr__(self):
         shown = {k: int(v) if k == "step" else v for k, v in self.__dict__.items() if k != 'hist'}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+documented(GradTransform)
 
 # %% ../nbs/05_transforms.ipynb #54b5a0d3
 def _unhooked(step):
@@ -129,6 +136,9 @@ def with_transforms(opt_cls:type, # a `torch.optim.Optimizer` subclass (torch's 
     Transformed.__name__ = Transformed.__qualname__ = f"{opt_cls.__name__}_{names}" if names else opt_cls.__name__
     Transformed.__module__ = opt_cls.__module__
     Transformed.__doc__ = f"`{opt_cls.__name__}` with gradient transforms {[type(t).__name__ for t in transforms]} applied before each step."
+    try: Transformed.__init__.__signature__ = inspect.signature(opt_cls.__init__)   # help() and IDEs show the parameters of opt_cls
+    except (TypeError, ValueError): pass                                            # an __init__ without a Python signature
+    Transformed.__init__.__doc__ = opt_cls.__init__.__doc__
     return Transformed
 
 # %% ../nbs/05_transforms.ipynb #f94ff1aa
@@ -230,7 +240,7 @@ class AutoscaleNorm(GradTransform):
         return a
 
     def apply(self, ps, on):
-        "Each eligible tensor minus its own mean, times $a_t$: the statistics in two passes over the batches, the map in a third."
+        "Each eligible tensor minus its own mean, times a_t: the statistics in two passes over the batches, the map in a third."
         gs = [p.grad for p in ps]
         bs = batches(self.foreach, [gs])
         s, sums = std_and_sums(gs, bs)
@@ -245,7 +255,7 @@ register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0,
 
 # %% ../nbs/05_transforms.ipynb #582e414d
 def l1_norms(gs:list)->list:
-    "$\\sum|g|$ of each tensor as a 0-d float64 tensor on its device (float64 accumulation: no overflow from any fp32 gradient)."
+    "Σ|g| of each tensor as a 0-d float64 tensor on its device (float64 accumulation: no overflow from any fp32 gradient)."
     if not all(type(g) in (torch.Tensor, torch.nn.Parameter) for g in gs): return [g.abs().sum(dtype=torch.float64) for g in gs]   # DTensor
     return list(torch._foreach_norm(gs, 1, dtype=torch.float64)) if gs else []
 
@@ -258,7 +268,7 @@ def agr_coefficients(g:Tensor # gradient of one tensor
 def agr_(gs:list, # gradients (whole tensors), transformed in place
          on=1., # 1: apply AGR; 0: leave the gradients (a number or a 0-d tensor: no branch on its value)
          foreach:bool|None=None)->list:
-    "$\\Psi(g) = g - \\text{on}\\cdot\\alpha\\odot g$ per tensor, computed as $g + c\\,|g|\\,g$ with $c = -\\text{on}/\\sum|g|$: one reduction per tensor, one pass per batch."
+    "Ψ(g) = g - on·α⊙g per tensor, computed as g + c·|g|·g with c = -on/Σ|g|: one reduction per tensor, one pass per batch."
     for g in gs:
         if g.numel() == 1: g.mul_(1 - on)                         # alpha = 1 exactly: Psi(g) = 0
     many = [g for g in gs if g.numel() > 1]
@@ -298,7 +308,8 @@ class AGR(GradTransform):
         "1 while AGR acts; with `until`, a 0-d tensor that turns to 0 after `until*total_steps` steps (no host round trip)."
         if self.until is None: return 1.
         if self.total_steps is None:
-            raise RuntimeError("AGR(until=...) needs total_steps: pass it, call opt.set_schedule(total_steps=...), or add fastai's FitSchedule()")
+            raise RuntimeError("AGR(until=...) needs total_steps: pass it, call opt.set_schedule(total_steps=...), or add your trainer's "
+                               "callback: FitSchedule() (gradual_opt.fastai), HFSchedule() (gradual_opt.hf), LightningSchedule() (gradual_opt.lightning)")
         return (self.step <= self.until*self.total_steps).double()
 
     def apply(self, ps, on): agr_([p.grad for p in ps], on, self.foreach)
@@ -337,7 +348,7 @@ class AGRAdamW(GradualOptimizer):
         if 'n' in st: st['step'] = counter(st.pop('n'), st['rms'].device)
 
     def update(self, group, params, grads, states):
-        "AdamW's moments, the first one of $\\Psi(g)$ while AGR is on (each tensor's own bias corrections)."
+        "AdamW's moments, the first one of Ψ(g) while AGR is on (each tensor's own bias corrections)."
         (b1, b2), lr, wd = group['betas'], group['lr'], group['weight_decay']
         on = 1. if group['until'] is None else (group['step'] <= group['until']*group['total_steps']).double()
         ks = [st['step'] for st in states]

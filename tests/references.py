@@ -12,7 +12,7 @@ Conventions shared by every function below:
 * Optimizers return the list over steps of the parameters after each step (list over tensors of flat lists).
 * torch's conventions: `maximize` negates the gradient; decoupled weight decay p <- p*(1 - lr*wd) is applied
   before the update unless a docstring says otherwise; sign(0) = 0.
-* One parameter group; steps count from t = 1.
+* One parameter group (unless a docstring says otherwise); steps count from t = 1.
 """
 import math
 
@@ -42,41 +42,56 @@ def _decay(w, lr, wd):
 # GSGD and Gradual Adam (Yuan, Liu & Nie, shared/papers/gsgd_gradual_sgd.txt)
 
 def ref_gsgd(ws, grads, lr, total_steps, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
-             rescale='global', maximize=False):
+             rescale='global', maximize=False, groups=None):
     """Gradual SGD, Algorithm 1 (line 4: sign(g)|g|^((t-1)/N)) with the l2 rescale of Eq. 4.
 
     Exponent e = min(1, (t-1)/N), held at 1 (SGD) past the end. The direction d is the gradient or torch SGD's
     momentum form (first step buf = g; then buf = mom*buf + (1-damp)*g; Nesterov d = g + mom*buf, else d = buf),
     as Sec. 2.2 says momentum and Nesterov enter "exactly the same way as in standard SGD".
-    s = sign(d)|d|^e (so e = 0 is signSGD). Eq. 4's factor f = ||d||_2/||s||_2 over all tensors with a gradient
-    ('global'), per tensor ('tensor'), or f = 1 (None: Algorithm 1 as printed); f = 0 where ||s|| = 0.
-    Update: p <- p(1 - lr*wd) - lr*f*s.
+    s = sign(d)|d|^e (so e = 0 is signSGD). Eq. 4's factor f = ||d||_2/||s||_2 (f = 0 where ||s|| = 0), the sums
+    taken over: 'global', every entry of every tensor with a gradient in every group whose rescale is 'global'
+    (Eq. 4's g_t is the whole gradient); 'group', the tensors of one param group; 'tensor', one tensor; None: f = 1
+    (Algorithm 1 as printed). Update: p <- p(1 - lr*wd) - lr*f*s.
+
+    `groups`: param groups as a list of (tensor indices, {hyper-parameter: value}); a group's values (lr,
+    total_steps, momentum, dampening, nesterov, weight_decay, rescale, maximize) replace the arguments for its
+    tensors. None: one group of every tensor. Each group's s uses its own exponent e (its own total_steps); a
+    'global' factor is then ||d||/||s|| of the whole vector, each piece of s with its group's e.
     """
+    base = dict(lr=lr, total_steps=total_steps, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                weight_decay=weight_decay, rescale=rescale, maximize=maximize)
+    groups = [(list(range(len(ws))), {})] if groups is None else groups
+    hyper = {j: {**base, **over} for idx, over in groups for j in idx}     # tensor index -> its group's hyper-parameters
+    group_of = {j: k for k, (idx, _) in enumerate(groups) for j in idx}
     ws, bufs, out = _copy(ws), [None]*len(ws), []
     for t, step in enumerate(grads, 1):
-        e = min(1.0, (t - 1)/total_steps)
-        ds = {}                                            # tensor index -> direction d
+        ds, ss = {}, {}                                    # tensor index -> direction d, and s = sign(d)|d|^e
         for j, g in enumerate(step):
-            g = _g(g, maximize)
+            h = hyper[j]
+            g = _g(g, h['maximize'])
             if g is None: continue
-            if momentum != 0:
+            mom = h['momentum']
+            if mom != 0:
                 if bufs[j] is None: bufs[j] = list(g)
-                else: bufs[j] = [momentum*b + (1 - dampening)*x for b, x in zip(bufs[j], g)]
-                d = [x + momentum*b for x, b in zip(g, bufs[j])] if nesterov else list(bufs[j])
+                else: bufs[j] = [mom*b + (1 - h['dampening'])*x for b, x in zip(bufs[j], g)]
+                d = [x + mom*b for x, b in zip(g, bufs[j])] if h['nesterov'] else list(bufs[j])
             else: d = g
-            ds[j] = d
-        ss = {j: [_sign(x) if e == 0 else _sign(x)*abs(x)**e for x in d] for j, d in ds.items()}
-        ratio = lambda dd, sss: math.sqrt(dd/sss) if sss > 0 else 0.0
-        if rescale == 'global':
-            f = ratio(sum(x*x for d in ds.values() for x in d), sum(x*x for s in ss.values() for x in s))
-            fs = {j: f for j in ds}
-        elif rescale == 'tensor':
-            fs = {j: ratio(sum(x*x for x in ds[j]), sum(x*x for x in ss[j])) for j in ds}
-        elif rescale is None: fs = {j: 1.0 for j in ds}
-        else: raise ValueError(rescale)
+            e = min(1.0, (t - 1)/h['total_steps'])
+            ds[j], ss[j] = d, [_sign(x) if e == 0 else _sign(x)*abs(x)**e for x in d]
+        def domain(j):
+            r = hyper[j]['rescale']
+            if r not in ('global', 'group', 'tensor', None): raise ValueError(r)
+            return r if r in ('global', None) else ('group', group_of[j]) if r == 'group' else ('tensor', j)
+        sq = lambda vs, dom: sum(x*x for j in vs if domain(j) == dom for x in vs[j])
         for j in ds:
-            _decay(ws[j], lr, weight_decay)
-            ws[j] = [w - lr*fs[j]*s for w, s in zip(ws[j], ss[j])]
+            dom = domain(j)
+            if dom is None: f = 1.0
+            else:
+                dd, sss = sq(ds, dom), sq(ss, dom)
+                f = math.sqrt(dd/sss) if sss > 0 else 0.0
+            h = hyper[j]
+            _decay(ws[j], h['lr'], h['weight_decay'])
+            ws[j] = [w - h['lr']*f*s for w, s in zip(ws[j], ss[j])]
         out.append(_copy(ws))
     return out
 

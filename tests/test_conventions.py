@@ -354,3 +354,52 @@ def test_group_on_two_devices_refused():
     a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2, device='meta'))
     with pytest.raises(ValueError, match='one device'): GSGD([a, b], lr=0.1, total_steps=3)
     GSGD([{'params': [a]}, {'params': [b]}], lr=0.1, total_steps=3)      # a group per device is fine
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 11. GSGD: Eq. 4's factor is over the whole gradient (the paper's g), so how the parameters are split into param
+# groups does not change the step (HF Trainer, timm and kozistr split decay/no-decay). Against the plain-float
+# reference, which sums over every tensor of every group (tests/references.py).
+def test_gsgd_eq4_is_independent_of_the_param_group_split():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from references import ref_gsgd
+    g = torch.Generator().manual_seed(7)
+    shapes = [(3, 4), (3,), (2, 3), (2,)]                           # two layers: weights (decay) and biases (no decay)
+    ws = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    grads = [[torch.randn(s, generator=g, dtype=torch.float64)*sc for s, sc in zip(shapes, (1., 30., 0.01, 2.))] for _ in range(7)]
+    grads[2][1] = None                                              # a bias without a gradient at step 3
+
+    def run(groups, **kw):
+        ps = [nn.Parameter(w.clone()) for w in ws]
+        opt, out = GSGD([{'params': [ps[j] for j in idx], **over} for idx, over in groups], **kw), []
+        for step in grads:
+            for p, gr in zip(ps, step): p.grad = None if gr is None else gr.clone()
+            opt.step(); out.append([p.detach().flatten().tolist() for p in ps])
+        return out
+
+    def close(got, ref, rtol):
+        for G, R in zip(got, ref):
+            for gt, rt in zip(G, R):
+                scale = max(1., max(abs(x) for x in rt))
+                assert max(abs(a - b) for a, b in zip(gt, rt)) <= rtol*scale, (gt, rt)
+
+    w0 = [w.flatten().tolist() for w in ws]
+    refgrads = [[None if gr is None else gr.flatten().tolist() for gr in step] for step in grads]
+    one, split = [([0, 1, 2, 3], {})], [([0, 2], {}), ([1, 3], {})]
+    for kw in [dict(), dict(momentum=0.9, weight_decay=0.1), dict(momentum=0.9, nesterov=True, maximize=True)]:
+        kw = dict(lr=0.05, total_steps=4, **kw)
+        for fe in (True, False):
+            a, b = run(one, foreach=fe, **kw), run(split, foreach=fe, **kw)
+            close(b, a, 1e-13)                                      # the same iterates, to rounding
+            close(a, ref_gsgd(w0, refgrads, **kw), 1e-10)
+            with pytest.raises(AssertionError): close(run(split, foreach=fe, rescale='group', **kw), a, 1e-6)   # per group: not Eq. 4
+    # the weight-decay split (different hyper-parameters per group), per-group factors, and groups whose schedules
+    # differ (each group's own exponent e inside one factor): each against the reference
+    for groups in [[([0, 2], dict(weight_decay=0.1)), ([1, 3], dict(weight_decay=0., lr=0.02))],
+                   [([0, 2], dict(rescale='group')), ([1, 3], dict(rescale='group', momentum=0.))],
+                   [([0, 1], dict(total_steps=2)), ([2, 3], dict(total_steps=9))],
+                   [([0], dict(rescale='tensor')), ([1, 2], {}), ([3], dict(rescale=None))]]:
+        kw = dict(lr=0.05, total_steps=4, momentum=0.9)
+        for fe in (True, False): close(run(groups, foreach=fe, **kw), ref_gsgd(w0, refgrads, groups=groups, **kw), 1e-10)

@@ -106,7 +106,7 @@ def test_s3_matches_library(p, nesterov, foreach):
     ws, grads = make_problem(5, steps=8, none_at=(4, 0))
     for kw in (dict(weight_decay=0.05), dict(maximize=True)):
         ref = ref_s3(ws, grads, lr=0.1, beta1=0.9, p=p, nesterov=nesterov, eps=0.0, **kw)
-        got = run_lib(lambda ps: S3(ps, lr=0.1, beta=0.9, p=p, nesterov=nesterov, eps=0.0, foreach=foreach, **kw), ws, grads)
+        got = run_lib(lambda ps: S3(ps, lr=0.1, momentum=0.9, p=p, nesterov=nesterov, eps=0.0, foreach=foreach, **kw), ws, grads)
         assert_close(got, ref, what=f'S3 p={p} nesterov={nesterov} {kw}')
 
 @pytest.mark.parametrize('foreach', [False, True])
@@ -118,7 +118,7 @@ def test_s3_eps_at_unit_scale(foreach):
     for g in grads[0]: g[0] = 1.0                                 # c = 1 from step 1 on
     for p, nesterov in ((2, True), (3, False), (1, True)):
         ref = ref_s3(ws, grads, lr=0.1, beta1=0.8, p=p, nesterov=nesterov, eps=1e-2)
-        got = run_lib(lambda ps: S3(ps, lr=0.1, beta=0.8, p=p, nesterov=nesterov, eps=1e-2, foreach=foreach), ws, grads)
+        got = run_lib(lambda ps: S3(ps, lr=0.1, momentum=0.8, p=p, nesterov=nesterov, eps=1e-2, foreach=foreach), ws, grads)
         assert_close(got, ref, what=f'S3 eps p={p}')
 
 @pytest.mark.parametrize('cfg', [dict(lr=0.05, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),

@@ -109,8 +109,8 @@ BAD = [  # (constructor, expected substring of the message: argument name and va
     (lambda: LPSGD(P(), total_steps=0), 'total_steps value: 0'),
     (lambda: LPSGD(P(), total_steps=3, steps_per_epoch=0), 'steps_per_epoch value: 0'),
     (lambda: S3(P(), lr=-1.), 'lr value: -1.0'),
-    (lambda: S3(P(), beta=1.), 'beta value: 1.0'),
-    (lambda: S3(P(), beta=-0.5), 'beta value: -0.5'),
+    (lambda: S3(P(), momentum=1.), 'momentum value: 1.0'),
+    (lambda: S3(P(), momentum=-0.5), 'momentum value: -0.5'),
     (lambda: S3(P(), p=0.5), 'p value: 0.5'),
     (lambda: S3(P(), p=float('inf')), 'p value: inf'),
     (lambda: S3(P(), weight_decay=-1.), 'weight_decay value: -1.0'),
@@ -293,7 +293,7 @@ def test_s3_update_at_most_lr_per_coordinate(gs, beta, p, nesterov, eps, dtype, 
     "With one beta on numerator and denominator (Hölder), every coordinate moves by at most lr, up to rounding."
     n = len(gs[0]); lr = 0.5
     x = nn.Parameter(torch.zeros(n, dtype=dtype))
-    opt = S3([x], lr=lr, beta=beta, p=p, nesterov=nesterov, eps=eps, foreach=foreach)
+    opt = S3([x], lr=lr, momentum=beta, p=p, nesterov=nesterov, eps=eps, foreach=foreach)
     tol = lr*(1 + 8*torch.finfo(dtype).eps)
     for g in gs:
         g = torch.cat([g, g.new_zeros(n)])[:n]
@@ -386,7 +386,6 @@ FASTAI_OPTS = ['GSGD', 'LPSGD', 'S3', 'GAdam']
 
 def _learner(name, path):
     from gradual_opt.fastai import fastai_opt, FitSchedule
-    from gradual_opt.s3 import s3_hp_map
     from fastai.learner import Learner
     from fastai.data.core import DataLoaders
     import fastai.callback.progress, fastai.callback.schedule   # noqa: F401  (Learner.no_bar, fit_one_cycle)
@@ -395,7 +394,7 @@ def _learner(name, path):
     dls = DataLoaders.from_dsets(ds, ds[:32], bs=16, shuffle=False, device='cpu')
     kw = {'GSGD': dict(momentum=0.9), 'LPSGD': dict(momentum=0.9), 'S3': dict(), 'GAdam': dict()}[name]
     cls = {'GSGD': GSGD, 'LPSGD': LPSGD, 'S3': S3, 'GAdam': GAdam}[name]
-    opt_func = fastai_opt(cls, hp_map=s3_hp_map if name == 'S3' else None, **kw)
+    opt_func = fastai_opt(cls, **kw)   # fastai's own map covers every optimizer: S3's beta is `momentum`
     return Learner(dls, make_model(seed=2), loss_func=nn.MSELoss(), opt_func=opt_func, cbs=FitSchedule(), path=path)
 
 def fastai_child(path):
@@ -456,7 +455,7 @@ GROUP_HP = {  # two different hyperparameter sets per optimizer
     'GSGD': (dict(lr=0.02, momentum=0.9), dict(lr=0.05, momentum=0.5, rescale='tensor', weight_decay=0.1)),
     'GAdam': (dict(lr=0.01), dict(lr=0.003, betas=(0.8, 0.99), weight_decay=0.1, total_steps=7)),
     'LPSGD': (dict(lr=0.02), dict(lr=0.05, p_max=4., momentum=0.5, total_steps=7)),
-    'S3': (dict(lr=0.01), dict(lr=0.03, beta=0.9, p=2, nesterov=False)),
+    'S3': (dict(lr=0.01), dict(lr=0.03, momentum=0.9, p=2, nesterov=False)),
     'AGRAdamW': (dict(lr=0.01), dict(lr=0.003, betas=(0.8, 0.99), weight_decay=0.)),
     'SGD+GC': (dict(lr=0.02), dict(lr=0.05, momentum=0.9)),
 }
@@ -526,14 +525,20 @@ def test_torch_lr_schedulers(name, sched):
         train_step(m1, o1, k); s1.step(); train_step(m2, o2, k)
     assert torch.equal(flat(m1), flat(m2))
 
-@pytest.mark.parametrize('name', ['GSGD', 'GAdam', 'LPSGD', 'AGRAdamW'])
-def test_onecycle_cycles_momentum_where_the_optimizer_has_one(name):
-    "OneCycleLR's default cycle_momentum=True needs a `momentum` or `betas` key; S3's coefficient is `beta` (use cycle_momentum=False)."
-    m = make_model(); o2 = OPTS[name](m.parameters()); s = torch.optim.lr_scheduler.OneCycleLR(o2, max_lr=0.02, total_steps=8)
-    for k in range(4): train_step(m, o2, k); s.step()
+CYCLING = {'OneCycleLR': (lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.02, total_steps=10), (0.85, 0.95)),   # lowest at step 2
+           'CyclicLR': (lambda o: torch.optim.lr_scheduler.CyclicLR(o, base_lr=0.002, max_lr=0.02, step_size_up=3), (0.8, 0.9))}
+
+@pytest.mark.parametrize('sched', list(CYCLING))
+@pytest.mark.parametrize('name', list(OPTS))
+def test_cycling_schedulers_cycle_momentum(name, sched):
+    "OneCycleLR and CyclicLR at their default cycle_momentum=True: every optimizer has a `momentum` or `betas` key, and it cycles."
+    make, (lo, hi) = CYCLING[sched]
+    m = make_model(); o = OPTS[name](m.parameters()); s = make(o)
+    mom = lambda: o.param_groups[0]['betas'][0] if 'betas' in o.defaults else o.param_groups[0]['momentum']
+    seen = [mom()]
+    for k in range(6): train_step(m, o, k); s.step(); seen.append(mom())
     assert torch.isfinite(flat(m)).all()
-    with pytest.raises(ValueError, match='momentum or beta1'):
-        torch.optim.lr_scheduler.OneCycleLR(S3(make_model().parameters()), max_lr=0.02, total_steps=8)
+    assert seen[0] == pytest.approx(hi) and min(seen) == pytest.approx(lo), seen
 
 # ---------------------------------------------------------------------------------------------------------------
 # torch.compile of a whole training step equals eager

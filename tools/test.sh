@@ -11,7 +11,8 @@ stage() { local name=$1; shift; local t0=$(date +%s); echo "=== stage: $name"; "
 
 check_export() {
   local tmp; tmp=$(mktemp -d); trap "rm -rf $tmp" RETURN
-  cp -rL settings.ini nbs "$tmp/"; mkdir "$tmp/gradual_opt"; cp gradual_opt/__init__.py "$tmp/gradual_opt/"
+  # __init__.py: nbdev_export keeps its version line; py.typed: the PEP 561 marker, a file nbdev does not make.
+  cp -rL settings.ini nbs "$tmp/"; mkdir "$tmp/gradual_opt"; cp gradual_opt/__init__.py gradual_opt/py.typed "$tmp/gradual_opt/"
   (cd "$tmp" && "$OLDPWD/$BIN/nbdev_export")
   if ! diff -r -x __pycache__ "$tmp/gradual_opt" gradual_opt; then
     echo "gradual_opt/ is not what nbdev_export makes from nbs/: run 'make export' and commit."; return 1; fi
