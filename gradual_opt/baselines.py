@@ -20,9 +20,10 @@ class Lion(GradualOptimizer):
                  betas:tuple=(0.9, 0.99), # beta1 interpolates the step's direction, beta2 is the momentum's EMA
                  weight_decay:float=0., # decoupled: p <- p(1 - lr*wd)
                  maximize:bool=False, # maximise the objective instead
-                 foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
+                 fused:bool|None=None): # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
         check_nonneg('weight_decay', weight_decay)
-        super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), weight_decay=weight_decay, maximize=maximize, foreach=foreach))
+        super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), weight_decay=weight_decay, maximize=maximize, foreach=foreach, fused=fused))
 
     def init_state(self, p, group): return {'exp_avg': torch.zeros_like(p, memory_format=torch.preserve_format)}
 
@@ -47,10 +48,11 @@ class Adan(GradualOptimizer):
                  weight_decay:float=0., # decoupled weight decay
                  no_prox:bool=False, # False: p <- p/(1 + lr*wd) after the step (the authors' default); True: p(1 - lr*wd) before
                  maximize:bool=False, # maximise the objective instead
-                 foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
+                 fused:bool|None=None): # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
         check_nonneg('eps', eps); check_nonneg('weight_decay', weight_decay)
         super().__init__(params, dict(lr=lr, betas=check_betas(betas, 3), eps=eps, weight_decay=weight_decay, no_prox=bool(no_prox),
-                                      maximize=maximize, foreach=foreach))
+                                      maximize=maximize, foreach=foreach, fused=fused))
 
     def init_state(self, p, group):
         z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)

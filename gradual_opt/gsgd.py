@@ -74,6 +74,7 @@ class GSGD(GradualOptimizer):
                  rescale:str|None='global', # Eq. 4's factor over 'global' (every parameter of every param group), 'group' (each param group), 'tensor' (each tensor), or None (Algorithm 1)
                  maximize:bool=False, # maximise the objective instead
                  foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (use_foreach)
+                 fused:bool|None=None, # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
                  shard_group=None): # set when this process's optimizer holds a shard of the parameters (ZeroRedundancyOptimizer): True for the default process group, or a ProcessGroup; leave None with one process, DDP or DTensor (FSDP2) parameters
         check_in_unit('momentum', momentum); check_nonneg('dampening', dampening); check_nonneg('weight_decay', weight_decay)
         if rescale not in _RESCALES: raise ValueError(f"Invalid rescale value: {rescale!r} (use 'global', 'group', 'tensor' or None)")
@@ -85,7 +86,7 @@ class GSGD(GradualOptimizer):
             if not dist.is_initialized(): raise ValueError("shard_group needs torch.distributed's process group: call init_process_group first")
         self.shard_group = shard_group          # not a param-group entry: it describes this process, not the method (checkpoints move between layouts)
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
-                                      weight_decay=weight_decay, rescale=rescale, maximize=maximize, foreach=foreach), total_steps)
+                                      weight_decay=weight_decay, rescale=rescale, maximize=maximize, foreach=foreach, fused=fused), total_steps)
 
     def add_param_group(self, param_group:dict):
         "The base class's `add_param_group`; DTensor parameters must all be DTensors, on one mesh and sharding, and take no `shard_group`."
@@ -139,6 +140,13 @@ class GSGD(GradualOptimizer):
             if any(g['rescale'] == 'global' for g in groups): doms['global'] = 0
             for i, g in enumerate(groups):
                 if g['rescale'] == 'group': doms[('group', i)] = len(doms)
+        merged = []                          # a fused step hands one entry per bucket of a group: join them
+        for entry in pending:
+            if merged and merged[-1][0] is entry[0]:
+                g, kept, owner, e, n = merged[-1]
+                merged[-1] = (g, kept + entry[1], owner + [o + n for o in entry[2]], e, n + entry[4])
+            else: merged.append(entry)
+        pending = merged
         for i, g in enumerate(groups):       # pending holds the groups that had gradients, in order
             if k < len(pending) and pending[k][0] is g: per_group.append((i, *pending[k])); k += 1
         if shared and getattr(self, 'shard_group', None) is None:   # DTensor shards: a tensor's sums run over the mesh too
@@ -178,10 +186,11 @@ class GAdam(GradualOptimizer):
                  eps:float=1e-8, # added to v̂^q, the denominator
                  weight_decay:float=0., # decoupled (AdamW-style): p <- p(1 - lr*wd)
                  maximize:bool=False, # maximise the objective instead
-                 foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply (use_foreach)
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (use_foreach)
+                 fused:bool|None=None): # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
         check_nonneg('eps', eps); check_nonneg('weight_decay', weight_decay)
         super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), eps=eps, weight_decay=weight_decay, maximize=maximize,
-                                      foreach=foreach), total_steps)
+                                      foreach=foreach, fused=fused), total_steps)
 
     def init_state(self, p, group):
         z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -43,13 +43,14 @@ class LPSGD(GradualOptimizer):
                  eps:float=1e-8, # stability constant inside the power, (|m| + eps)^rho
                  steps_per_epoch:int|None=None, # hold p for each epoch (Eq. 19); None: the cosine runs over steps
                  maximize:bool=False, # maximise the objective instead
-                 foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
+                 fused:bool|None=None): # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
         check_in_unit('momentum', momentum); check_nonneg('weight_decay', weight_decay)
         check_nonneg('eps', eps); check_positive_int('steps_per_epoch', steps_per_epoch, allow_none=True)
         if isinstance(p_max, bool) or not (isinstance(p_max, (int, float)) and 2 <= p_max < math.inf):
             raise ValueError(f"Invalid p_max value: {p_max} (must be finite and >= 2)")
         super().__init__(params, dict(lr=lr, p_max=float(p_max), momentum=momentum, weight_decay=weight_decay, eps=eps,
-                                      steps_per_epoch=steps_per_epoch, maximize=maximize, foreach=foreach), total_steps)
+                                      steps_per_epoch=steps_per_epoch, maximize=maximize, foreach=foreach, fused=fused), total_steps)
 
     def current_p(self, i:int=0 # index of the param group
                  )->float:

@@ -29,7 +29,7 @@ def foreach_batches(lists:list, # aligned lists of same-shaped tensors (params, 
     for i, ts in enumerate(zip(*lists)):
         n = ts[0].numel()
         if n == 0: continue
-        step = max(1, chunk_bytes // ts[0].element_size()) if ts[0].device.type == 'cpu' else math.inf   # GPU: one batch
+        step = max(1, chunk_bytes // ts[0].element_size()) if ts[0].device.type == 'cpu' and not torch.compiler.is_compiling() else math.inf   # GPU, or a fused (compiled) step: one batch
         if n <= step or not all(t.is_contiguous() for t in ts):      # whole tensor (small, or cannot be viewed flat)
             for c, t in zip(cur, ts): c.append(t)
             idx.append(i); size += n

@@ -57,12 +57,13 @@ class S3(GradualOptimizer):
                  nesterov:bool=True, # use n_t, b_t (NAG II); False gives the paper's "w/o NAG" ablation m_t/s_t^(1/p)
                  eps:float=1e-8, # added to b_t, relative to the tensor's running max |g| (0 allowed)
                  foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
+                 fused:bool|None=None, # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
                  maximize:bool=False # maximise the objective instead (torch convention)
                 ):
         check_in_unit('momentum', momentum); check_nonneg('weight_decay', weight_decay); check_nonneg('eps', eps)
         check_at_least('p', p, 1)
         super().__init__(params, dict(lr=lr, momentum=momentum, p=p, weight_decay=weight_decay, nesterov=nesterov, eps=eps,
-                                      foreach=foreach, maximize=maximize))
+                                      foreach=foreach, fused=fused, maximize=maximize))
 
     def init_state(self, p, group): return s3_state(p)
     def update(self, group, params, grads, states): soft_sign_step_(group, params, grads, states, group['momentum'], group['momentum'])

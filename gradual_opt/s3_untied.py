@@ -22,11 +22,12 @@ class S3Untied(GradualOptimizer):
                  nesterov:bool=True, # NAG II look-ahead on both numerator and denominator
                  eps:float=1e-8, # added to b_t, relative to the tensor's running max |g| (0 allowed)
                  foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
+                 fused:bool|None=None, # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
                  maximize:bool=False): # maximise the objective instead
         check_nonneg('weight_decay', weight_decay); check_nonneg('eps', eps)
         check_at_least('p', p, 1)
         super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), p=p, weight_decay=weight_decay, nesterov=nesterov,
-                                      eps=eps, foreach=foreach, maximize=maximize))
+                                      eps=eps, foreach=foreach, fused=fused, maximize=maximize))
 
     def init_state(self, p, group): return s3_state(p)
     def update(self, group, params, grads, states): soft_sign_step_(group, params, grads, states, *group['betas'])

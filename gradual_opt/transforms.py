@@ -330,12 +330,13 @@ class AGRAdamW(GradualOptimizer):
                  until:float|None=None, # AGR only while step <= until * total_steps (None: always)
                  total_steps:int|None=None, # length of training (needed only with `until`; `set_schedule`/`FitSchedule` can set it)
                  maximize:bool=False, # maximise the objective instead (torch convention)
-                 foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
+                 fused:bool|None=None): # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
         check_nonneg('eps', eps); check_nonneg('weight_decay', weight_decay)
         if isinstance(min_ndim, bool) or not isinstance(min_ndim, int) or min_ndim < 0: raise ValueError(f"Invalid min_ndim value: {min_ndim}")
         if until is not None and not (isinstance(until, (int, float)) and 0 < until <= 1): raise ValueError(f"Invalid until value: {until}")
         super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), eps=eps, weight_decay=weight_decay, min_ndim=min_ndim,
-                                      until=until, maximize=maximize, foreach=foreach), total_steps)
+                                      until=until, maximize=maximize, foreach=foreach, fused=fused), total_steps)
 
     def needs_total_steps(self, group)->bool: return group['until'] is not None
 

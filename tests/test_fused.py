@@ -1,0 +1,85 @@
+"fused=True (the compiled step) against the eager step, for every optimizer of the registry: same iterates, no recompile."
+import copy, pytest, torch
+import torch._dynamo
+from gradual_opt.core import registry, compiler_problem
+
+pytestmark = pytest.mark.skipif(compiler_problem('cpu') is not None, reason=f"no fused step here: {compiler_problem('cpu')}")
+ENTRIES = registry('optimizer')
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+
+@pytest.fixture(autouse=True)
+def _no_silent_eager():
+    "A compiled step that hit dynamo's recompile limit would run eagerly and pass any comparison: make that an error."
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True): yield
+
+def model(dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).to(dtype)
+
+def groups(m):   # two groups with their own hyper-parameters: a decay split, as trainers make
+    return [dict(params=[m[0].weight, m[2].weight]), dict(params=[m[0].bias, m[2].bias], weight_decay=0., lr=0.02)]
+
+def run(entry, fused, steps=6, dtype=torch.float32, maximize=False, lr=None, schedule=None):
+    m = model(dtype); kw = {**entry.test_kwargs, 'maximize': maximize, 'fused': fused}
+    if lr is not None: kw['lr'] = lr
+    opt = entry.cls(groups(m), **kw)
+    g = torch.Generator().manual_seed(1)
+    for t in range(steps):
+        x = torch.randn(8, 6, generator=g).to(dtype)
+        opt.zero_grad(); m(x).square().mean().backward(); opt.step()
+        if schedule: schedule(opt, t)
+    return [p.detach().clone() for p in m.parameters()], opt
+
+def close(a, b, dtype):
+    for x, y in zip(a, b): torch.testing.assert_close(x, y, **TOL[dtype])
+
+@pytest.mark.parametrize('entry', ENTRIES, ids=[e.name for e in ENTRIES])
+def test_fused_equals_eager(entry):
+    torch._dynamo.reset()
+    (a, _), (b, opt) = run(entry, None), run(entry, True)
+    close(a, b, torch.float32)
+    assert '_fused_update' in opt.__dict__              # the compiled path ran
+    assert not all(torch.equal(x, y) for x, y in zip(b, [p for p in model().parameters()]))   # and moved something
+
+@pytest.mark.parametrize('entry', ENTRIES, ids=[e.name for e in ENTRIES])
+def test_fused_maximize_tensor_lr_and_a_changing_lr_do_not_recompile(entry):
+    torch._dynamo.reset()
+    def decay(opt, t):
+        for g in opt.param_groups: g['lr'] = g['lr']*0.9 if not torch.is_tensor(g['lr']) else g['lr'].mul_(0.9)
+    lr = torch.tensor(entry.test_kwargs.get('lr', 1e-3))
+    (a, _) = run(entry, None, maximize=True, lr=lr.clone(), schedule=decay)
+    from torch._dynamo.utils import counters
+    counters.clear()
+    (b, _) = run(entry, True, maximize=True, lr=lr.clone(), schedule=decay)
+    close(a, b, torch.float32)
+    frames = counters['stats']['unique_graphs']
+    assert frames <= 4, f'{frames} graphs compiled for 6 steps of one model: a hyper-parameter change recompiles'
+
+@pytest.mark.parametrize('entry', ENTRIES, ids=[e.name for e in ENTRIES])
+def test_fused_bf16(entry):
+    torch._dynamo.reset()
+    (a, _), (b, _) = run(entry, None, dtype=torch.bfloat16, steps=3), run(entry, True, dtype=torch.bfloat16, steps=3)
+    close(a, b, torch.bfloat16)
+
+@pytest.mark.parametrize('name,extra', [('S3', {}), ('GSGD', {}), ('GSGD', dict(rescale='tensor')), ('GSGD', dict(rescale='group'))])
+def test_fused_resume_and_many_tensors_in_buckets(name, extra, monkeypatch):
+    "A fused optimizer's state dict resumes an eager one; more tensors than a bucket (GSGD: Eq. 4 joins the buckets' pieces)."
+    import gradual_opt.core
+    monkeypatch.setattr(gradual_opt.core, 'FUSED_BUCKET', 4)
+    e = next(x for x in ENTRIES if x.name == name)
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(3)) for _ in range(4*2 + 3)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    kw = {**(dict(total_steps=10) if e.cls.scheduled else {}), **extra}
+    fo, eo = e.cls(ps, lr=0.01, fused=True, **kw), e.cls(qs, lr=0.01, **kw)
+    for k in range(4):
+        g = torch.Generator().manual_seed(k)
+        for p, q in zip(ps, qs): p.grad = torch.randn(3, generator=g); q.grad = p.grad.clone()
+        fo.step(); eo.step()
+        if k == 1: eo.load_state_dict(copy.deepcopy(fo.state_dict()))   # resume the eager one from the fused one's checkpoint
+    for p, q in zip(ps, qs): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+def test_fused_refuses_what_it_cannot_do():
+    e = next(x for x in ENTRIES if x.name == 'Lion')
+    with pytest.raises(RuntimeError, match='fused=True and foreach=True cannot both be set'):
+        e.cls([torch.nn.Parameter(torch.zeros(2))], fused=True, foreach=True)
