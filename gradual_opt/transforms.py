@@ -8,14 +8,16 @@ __all__ = ['GradTransform', 'TransformedOptimizer', 'with_transforms', 'centrali
            'agr_coefficients', 'agr_', 'agr', 'AGR', 'AGRAdamW']
 
 # %% ../nbs/05_transforms.ipynb #26592611
-import math, copy, inspect
+import math, copy, inspect, weakref
 import torch
 from torch import Tensor
-from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter, signature_doc, documented
+from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter, signature_doc, documented, compiler_problem, FUSED_BUCKET
 from .plumbing import batches, pick, norms, acc_dtype
 from .stages import ema_, rms_, adam_denom, bias_correction, decay_, apply_, amax, each
 
 # %% ../nbs/05_transforms.ipynb #88517d1f
+_COMPILED = weakref.WeakKeyDictionary()   # a fused transform's compiled apply, by transform
+
 class GradTransform:
     "Base class of gradient transforms: an in-place map on `p.grad` for the eligible parameters, applied before an optimizer step."
     def __init_subclass__(cls, **kwargs):
@@ -23,11 +25,15 @@ class GradTransform:
         super().__init_subclass__(**kwargs)
         documented(cls)
 
+    bucketable = True   # its map acts per tensor, so a fused call may take the tensors in buckets (False: one statistic over all)
+
     def __init__(self, min_ndim:int=2, # only gradients with at least this many dims are transformed
-                 foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
+                 fused:bool|None=None): # one compiled kernel per call (torch.compile; the first call compiles); None: the eager transform
         if isinstance(min_ndim, bool) or not isinstance(min_ndim, int) or min_ndim < 0: raise ValueError(f"Invalid min_ndim value: {min_ndim}")
         if foreach not in (None, True, False): raise ValueError(f"Invalid foreach value: {foreach!r}")
-        self.min_ndim, self.foreach, self.step = min_ndim, foreach, counter()
+        if fused and foreach: raise RuntimeError(f"{type(self).__name__}(fused=True): fused=True and foreach=True cannot both be set")
+        self.min_ndim, self.foreach, self.fused, self.step = min_ndim, foreach, fused, counter()
 
     def eligible(self, p)->bool:
         "Whether `p`'s gradient is transformed."
@@ -41,7 +47,17 @@ class GradTransform:
         if ps and (not torch.is_tensor(self.step) or self.step.device != ps[0].device):
             self.step = counter(self.step, ps[0].device)       # the counter lives with the gradients (an older state holds an int)
         self.step += 1
-        if ps: self.apply(ps, self.on())
+        if ps and self.fused: self._fused_apply(ps, self.on())
+        elif ps: self.apply(ps, self.on())
+
+    def _fused_apply(self, ps, on):
+        "`apply` compiled (one graph per bucket of at most `FUSED_BUCKET` tensors, or over all of them when one statistic spans them)."
+        why = compiler_problem(ps[0].device)
+        if why: raise RuntimeError(f"{type(self).__name__}(fused=True): {why}")
+        fn = _COMPILED.get(self)
+        if fn is None: fn = _COMPILED[self] = torch.compile(self.apply, fullgraph=True)   # kept off the instance: state dicts copy __dict__
+        n = FUSED_BUCKET if self.bucketable else len(ps)
+        for i in range(0, len(ps), n): fn(ps[i:i + n], on)
 
     def on(self): return 1.     # 1 while the transform acts, 0 when it is switched off (a number or a 0-d tensor)
     def apply(self, ps, on): raise NotImplementedError
@@ -155,9 +171,10 @@ def centralize(g:Tensor)->Tensor:
 class Centralize(GradTransform):
     "Gradient centralization (Yong et al. 2020) of every gradient with at least `min_ndim` (>= 2) dims."
     def __init__(self, min_ndim:int=2, # GC needs an output dim plus at least one more
-                 foreach:bool|None=None): # accepted for a uniform signature: GC is one reduction and one subtraction per tensor
+                 foreach:bool|None=None, # accepted for a uniform signature: GC is one reduction and one subtraction per tensor
+                 fused:bool|None=None): # one compiled kernel per call (torch.compile; the first call compiles); None: the eager transform
         if isinstance(min_ndim, int) and min_ndim < 2: raise ValueError(f"Invalid min_ndim value: {min_ndim} (Centralize needs >= 2)")
-        super().__init__(min_ndim, foreach)
+        super().__init__(min_ndim, foreach, fused)
     def apply(self, ps, on):
         for p in ps: centralize_(p.grad)
 
@@ -209,14 +226,16 @@ def global_std(grads # iterable of gradient tensors, treated as one concatenated
 # %% ../nbs/05_transforms.ipynb #f23cf62e
 class AutoscaleNorm(GradTransform):
     "Gradient autoscaled normalization: remove each eligible tensor's mean, multiply all by one factor a_t from the global std."
+    bucketable = False   # one global std over every eligible gradient
     def __init__(self, eps:float=1e-8, # stabilizer in |ln s_t| + eps
                  p:int|None=None, # fixed exponent p_t (1 or 2); None: the paper's one-shot rule at the first step
                  max_scale:float|None=None, # clamp a_t to at most this (None: the paper's unclamped map)
                  center:bool=True, # remove each tensor's mean (False: scale only, an ablation)
                  scale:bool=True, # multiply by a_t (False: mean removal only, an ablation)
                  track:bool=False, # append (s_t, a_t) of every step to `self.hist`
-                 foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply
-        super().__init__(2, foreach)
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
+                 fused:bool|None=None): # one compiled kernel per call (torch.compile; the first call compiles); None: the eager transform
+        super().__init__(2, foreach, fused)
         if not (isinstance(eps, (int, float)) and eps > 0): raise ValueError(f"Invalid eps value: {eps}")
         if p not in (None, 1, 2): raise ValueError(f"Invalid p value: {p} (use 1, 2 or None)")
         if max_scale is not None and not max_scale > 0: raise ValueError(f"Invalid max_scale value: {max_scale}")
@@ -295,8 +314,9 @@ class AGR(GradTransform):
     def __init__(self, min_ndim:int=2, # gradients with fewer dims are left as they are
                  until:float|None=None, # apply AGR only while step <= until * total_steps (None: always)
                  total_steps:int|None=None, # length of training (None: set later, e.g. by fastai's `FitSchedule`)
-                 foreach:bool|None=None): # batched multi-tensor kernels; None: whenever they apply
-        super().__init__(min_ndim, foreach)
+                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
+                 fused:bool|None=None): # one compiled kernel per call (torch.compile; the first call compiles); None: the eager transform
+        super().__init__(min_ndim, foreach, fused)
         if until is not None and not (isinstance(until, (int, float)) and 0 < until <= 1): raise ValueError(f"Invalid until value: {until}")
         self.until, self.total_steps = until, total_steps
 

@@ -83,3 +83,24 @@ def test_fused_refuses_what_it_cannot_do():
     e = next(x for x in ENTRIES if x.name == 'Lion')
     with pytest.raises(RuntimeError, match='fused=True and foreach=True cannot both be set'):
         e.cls([torch.nn.Parameter(torch.zeros(2))], fused=True, foreach=True)
+
+TRANSFORMS = registry('transform')
+
+@pytest.mark.parametrize('entry', TRANSFORMS, ids=[e.name for e in TRANSFORMS])
+def test_fused_transform_equals_eager(entry, monkeypatch):
+    "A transform with fused=True in front of torch's SGD-momentum gives the eager transform's iterates (buckets of 2 tensors)."
+    import gradual_opt.transforms
+    monkeypatch.setattr(gradual_opt.transforms, 'FUSED_BUCKET', 2)
+    from gradual_opt.transforms import with_transforms
+    torch._dynamo.reset()
+    out = []
+    for fused in (None, True):
+        m = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+        torch.manual_seed(0); [p.data.normal_() for p in m.parameters()]
+        opt = with_transforms(torch.optim.SGD, entry.cls(**entry.test_kwargs, fused=fused))(m.parameters(), lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            opt.zero_grad(); m(torch.randn(8, 6, generator=g)).square().mean().backward(); opt.step()
+        out.append([p.detach().clone() for p in m.parameters()])
+        assert (opt.grad_transforms[0] in gradual_opt.transforms._COMPILED) == bool(fused)   # the compiled path ran, and only then
+    close(*out, torch.float32)
