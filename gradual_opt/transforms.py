@@ -56,6 +56,9 @@ class GradTransform:
         if why: raise RuntimeError(f"{type(self).__name__}(fused=True): {why}")
         fn = _COMPILED.get(self)
         if fn is None: fn = _COMPILED[self] = torch.compile(self.apply, fullgraph=True)   # kept off the instance: state dicts copy __dict__
+        if not self.bucketable and len(ps) > FUSED_BUCKET:   # one graph over thousands of tensors takes many minutes to compile
+            raise RuntimeError(f"{type(self).__name__}(fused=True) computes one statistic over all {len(ps)} gradients, and one compiled graph "
+                               f"over more than {FUSED_BUCKET} tensors takes minutes to build: use fused=None for this model")
         n = FUSED_BUCKET if self.bucketable else len(ps)
         for i in range(0, len(ps), n): fn(ps[i:i + n], on)
 

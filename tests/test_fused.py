@@ -90,7 +90,7 @@ TRANSFORMS = registry('transform')
 def test_fused_transform_equals_eager(entry, monkeypatch):
     "A transform with fused=True in front of torch's SGD-momentum gives the eager transform's iterates (buckets of 2 tensors)."
     import gradual_opt.transforms
-    monkeypatch.setattr(gradual_opt.transforms, 'FUSED_BUCKET', 2)
+    monkeypatch.setattr(gradual_opt.transforms, 'FUSED_BUCKET', 2 if entry.cls.bucketable else 8)
     from gradual_opt.transforms import with_transforms
     torch._dynamo.reset()
     out = []
@@ -104,3 +104,11 @@ def test_fused_transform_equals_eager(entry, monkeypatch):
         out.append([p.detach().clone() for p in m.parameters()])
         assert (opt.grad_transforms[0] in gradual_opt.transforms._COMPILED) == bool(fused)   # the compiled path ran, and only then
     close(*out, torch.float32)
+
+def test_fused_global_transform_refuses_too_many_tensors(monkeypatch):
+    "AutoscaleNorm's one statistic spans every gradient: past a bucket, fused=True says why instead of compiling for minutes."
+    import gradual_opt.transforms as T
+    monkeypatch.setattr(T, 'FUSED_BUCKET', 2)
+    ps = [torch.nn.Parameter(torch.randn(2, 2)) for _ in range(3)]
+    for p in ps: p.grad = torch.randn(2, 2)
+    with pytest.raises(RuntimeError, match='computes one statistic over all 3 gradients'): T.AutoscaleNorm(fused=True)(ps)
