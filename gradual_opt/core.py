@@ -325,6 +325,8 @@ _INTEGRATIONS = {'all', 'fastai', 'diagnostics', 'repro', 'hf', 'lightning'}   #
 def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:str='optimizer', summary:str='', variant:dict|None=None):
     "Add a method to the registry (called by the module that defines it)."
     if kind not in ('optimizer', 'transform'): raise ValueError(f"Invalid kind value: {kind!r}")
+    held = _REGISTRY.get(name)
+    if held is not None and cls.__module__ == '__main__' and held.cls.__module__ != '__main__': return   # a notebook re-running its exported cell: the package's class stays registered
     _REGISTRY[name] = Method(name, cls, paper, buffers, dict(test_kwargs), kind, summary, dict(variant or {}))
 
 def registry(kind:str|None=None)->list:
