@@ -52,10 +52,11 @@ class GradTransform:
 
     def _fused_apply(self, ps, on):
         "`apply` compiled (one graph per bucket of at most `FUSED_BUCKET` tensors, or over all of them when one statistic spans them)."
-        why = compiler_problem(ps[0].device)
-        if why: raise RuntimeError(f"{type(self).__name__}(fused=True): {why}")
         fn = _COMPILED.get(self)
-        if fn is None: fn = _COMPILED[self] = torch.compile(self.apply, fullgraph=True)   # kept off the instance: state dicts copy __dict__
+        if fn is None:                     # the first fused call: check the compiler once, not on every step
+            why = compiler_problem(ps[0].device)
+            if why: raise RuntimeError(f"{type(self).__name__}(fused=True): {why}")
+            fn = _COMPILED[self] = torch.compile(self.apply, fullgraph=True)   # kept off the instance: state dicts copy __dict__
         if not self.bucketable and len(ps) > FUSED_BUCKET:   # one graph over thousands of tensors takes many minutes to compile
             raise RuntimeError(f"{type(self).__name__}(fused=True) computes one statistic over all {len(ps)} gradients, and one compiled graph "
                                f"over more than {FUSED_BUCKET} tensors takes minutes to build: use fused=None for this model")
