@@ -8,13 +8,13 @@ __all__ = ['PAPERS', 'results_dir', 'write_dir', 'save_results', 'load_results',
            'run_parallel', 'mnist1d_splits', 'mnist1d_cnn', 'mnist1d_mlp', 'eval_accuracy', 'eval_metrics',
            'make_optimizer', 'mnist1d_run']
 
-# %% ../nbs/09_experiments.ipynb #cd9c2a05
+# %% ../nbs/09_experiments.ipynb #2b00f8c9
 import os, sys, json, math, time, platform, tempfile, datetime, functools, inspect, warnings
 import multiprocessing as mp
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from .repro import is_test
-from .factory import create_optimizer, _lookup
+from .factory import create_optimizer, param_groups, _lookup
 
 # %% ../nbs/09_experiments.ipynb #3d179f77
 def results_dir()->Path:
@@ -326,8 +326,18 @@ def make_optimizer(name:str, # 'SGDM', 'AdamW', 'S3', 'AdamW+AGR', ...: see abov
     if 'steps_per_epoch' in sig and steps_per_epoch is not None: hyper.setdefault('steps_per_epoch', steps_per_epoch)
     return create_optimizer(params, reg, lr=lr, weight_decay=wd, transforms=tuple(_TRANSFORMS[t] for t in ts), **hyper)
 
-# %% ../nbs/09_experiments.ipynb #09ad9df9
-def mnist1d_run(opt:str, # a `make_optimizer` name
+# %% ../nbs/09_experiments.ipynb #09ad8f47
+def _build(opt, net, lr, wd, N, spe, kw):
+    "The optimizer of a run: by name, by a callable, or from an optimizer class."
+    if isinstance(opt, str): return make_optimizer(opt, net, lr, wd, total_steps=N, steps_per_epoch=spe, **kw)
+    if isinstance(opt, type) and issubclass(opt, torch.optim.Optimizer):
+        o = opt(param_groups(net, wd), lr=lr, **kw)
+        if hasattr(o, 'set_schedule'): o.set_schedule(total_steps=N, steps_per_epoch=spe)
+        return o
+    if callable(opt): return opt(net, lr=lr, wd=wd, total_steps=N, steps_per_epoch=spe, **kw)
+    raise TypeError(f"mnist1d_run: opt must be a name, a callable or an optimizer class, got {opt!r}")
+
+def mnist1d_run(opt, # a `make_optimizer` name, a callable returning an optimizer, or an optimizer class (see above)
                 lr:float, wd:float=0., seed:int=0, epochs:int=20, bs:int=128,
                 model:str|nn.Module='cnn', # 'cnn', 'mlp', or a function returning a fresh model
                 opt_kw:dict|None=None, # extra optimizer hyper-parameters
@@ -341,7 +351,7 @@ def mnist1d_run(opt:str, # a `make_optimizer` name
     torch.manual_seed(seed)
     net = {'cnn': mnist1d_cnn, 'mlp': mnist1d_mlp}[model]() if isinstance(model, str) else model()
     spe = math.ceil(len(xtr) / bs); N = epochs * spe
-    o = make_optimizer(opt, net, lr, wd, total_steps=N, steps_per_epoch=spe, **(opt_kw or {}))
+    o = _build(opt, net, lr, wd, N, spe, opt_kw or {})
     if schedule not in ('cosine', 'constant'): raise ValueError(f"mnist1d_run: schedule must be 'cosine' or 'constant', got {schedule!r}")
     sched = torch.optim.lr_scheduler.LambdaLR(o, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, N) / N))) if schedule == 'cosine' else (lambda s: 1.))
     gen = torch.Generator().manual_seed(seed)
@@ -355,10 +365,11 @@ def mnist1d_run(opt:str, # a `make_optimizer` name
             if not torch.isfinite(loss): h['diverged'] = True; break
             o.zero_grad(); loss.backward(); o.step(); sched.step(); step += 1
             tot += loss.item() * len(idx)
-            if hook is not None: hook(net, o, step)
+            if hook is not None: hook(net, o, step); net.train()
         if h['diverged']: break
         acc, vl = eval_metrics(net, (xv, yv))
         h['train_loss'].append(tot / len(xtr)); h['val_acc'].append(acc); h['val_loss'].append(vl)
+    h['train_acc'], h['train_loss_final'] = eval_metrics(net, (xtr, ytr)) if not h['diverged'] else (None, None)
     if not h['diverged'] and test: h['test_acc'], h['test_loss'] = eval_metrics(net, (xt, yt))
     h['seconds'] = time.perf_counter() - t0
     return h
