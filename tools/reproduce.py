@@ -1,6 +1,7 @@
 """`make reproduce`: run every figure notebook and collect its PNGs and CSV tables into one folder.
 
-A figure notebook is one in nbs/ that calls `save_fig(` or `record(`. Each is executed by nbdev's test runner with the environment
+A figure notebook is one in nbs/ that calls `save_fig(`, `record(`, `save_results(` or `save_claims(`; the claims page
+(11_claims) runs last, since it is computed from the result files the others write to nbs/results/ (the committed store). Each is executed by nbdev's test runner with the environment
 variable GRADUAL_OPT_OUT pointing at the results folder (so `save_fig`/`record` write there) and without
 GRADUAL_OPT_TEST (so experiments run at full size). Cells flagged `cuda` run when a GPU is present.
 Usage: python tools/reproduce.py [--out results] [--only PATTERN ...]
@@ -10,9 +11,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+SKIP = ('07_repro.ipynb', '09_experiments.ipynb')   # the helpers' own pages: they test the helpers, they measure nothing
+LAST = '11_claims.ipynb'                            # computed from the results the others write, so it runs after them
+
 def figure_notebooks(only=None):
-    def is_fig(p): t = p.read_text(encoding='utf-8'); return 'save_fig(' in t or 'record(' in t
-    nbs = sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if is_fig(p) and p.name != '07_repro.ipynb')
+    def is_fig(p):
+        t = p.read_text(encoding='utf-8')
+        return any(k in t for k in ('save_fig(', 'record(', 'save_results(', 'save_claims('))
+    nbs = sorted((p for p in (ROOT/'nbs').glob('*.ipynb') if is_fig(p) and p.name not in SKIP), key=lambda p: (p.name == LAST, p.name))
     return [p for p in nbs if not only or any(o in p.name for o in only)]
 
 def has_gpu():
