@@ -135,7 +135,7 @@ def load_claims(where:Path|None=None)->list:
     if dup: raise ValueError(f"load_claims: ids used by more than one row: {dup}")
     return rows
 
-# %% ../nbs/09_experiments.ipynb #af1ec76c
+# %% ../nbs/09_experiments.ipynb #04ef16bf
 def _stats():
     try: import scipy.stats as st
     except ImportError as e: raise ImportError("the statistics of gradual_opt.experiments need scipy: pip install scipy") from e
@@ -183,7 +183,7 @@ def wilson(k:int, n:int, level:float=0.95)->tuple:
     z = _stats().norm.ppf(0.5 + level / 2); p = k / n
     c = (p + z * z / (2 * n)) / (1 + z * z / n)
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, max(0., c - h), min(1., c + h)
+    return p, min(p, max(0., c - h)), max(p, min(1., c + h))   # exact at 0 and n (c - h is 0 there up to rounding)
 
 def prop_diff(k1:int, n1:int, k2:int, n2:int, level:float=0.95)->tuple:
     "`(d, lo, hi)`: `k1/n1 - k2/n2` with Newcombe's hybrid score interval."
@@ -259,16 +259,31 @@ def run_parallel(fn, # `fn(job)`, returning picklable plain data (floats, lists,
     finally: _TASK = None
     return out
 
-# %% ../nbs/09_experiments.ipynb #0122f285
+# %% ../nbs/09_experiments.ipynb #629719ec
+def _mnist1d_draw(n:int)->tuple:
+    "`n` MNIST-1D sequences `(x, y)` from mnist1d's templates and seed, generated now."
+    from mnist1d.data import make_dataset, get_dataset_args
+    args = get_dataset_args(); args.num_samples = n; args.train_split = 1.0
+    d = make_dataset(args)
+    return torch.tensor(d['x'], dtype=torch.float32)[:, None], torch.tensor(d['y'], dtype=torch.long)
+
+def _cache_dir()->Path:
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'gradual_opt'
+
 @functools.lru_cache(maxsize=4)
 def mnist1d_splits(n_train:int=4000, n_valid:int=4000, n_test:int=10000)->tuple:
     "`(x_train, y_train, x_valid, y_valid, x_test, y_test)` from one deterministic MNIST-1D draw; x of shape (n, 1, 40)."
-    from mnist1d.data import make_dataset, get_dataset_args
     n = n_train + n_valid + n_test
     if n % 10: raise ValueError(f"mnist1d_splits: the total {n} must be a multiple of 10 (equal classes)")
-    args = get_dataset_args(); args.num_samples = n; args.train_split = 1.0
-    d = make_dataset(args)
-    x, y = torch.tensor(d['x'], dtype=torch.float32)[:, None], torch.tensor(d['y'], dtype=torch.long)
+    import mnist1d
+    path = _cache_dir()/f'mnist1d_{getattr(mnist1d, "__version__", "0")}_{n}.pt'
+    try: x, y = torch.load(path)
+    except Exception:
+        x, y = _mnist1d_draw(n)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_suffix(f'.{os.getpid()}.tmp')
+            torch.save((x, y), tmp); tmp.replace(path)
+        except OSError: pass                        # a read-only home: no cache, same data
     a, b = n_train, n_train + n_valid
     return x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:]
 
