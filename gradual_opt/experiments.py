@@ -61,7 +61,7 @@ def load_results(name:str)->dict:
     raise FileNotFoundError(f"No results {name!r} in {results_dir()}: run the notebook that saves them at full size "
                             f"(see `make reproduce`), or set GRADUAL_OPT_RESULTS")
 
-# %% ../nbs/09_experiments.ipynb #b21968ee
+# %% ../nbs/09_experiments.ipynb #25f30f1f
 PAPERS = ('GSGD', 'LPSGD', 'S3', 'AGR', 'GAN')
 _COMMON = ('id', 'paper', 'where', 'claim', 'notebook', 'measured', 'kind')
 _KIND_KEYS = dict(check=('holds',), effect=('estimate', 'lo', 'hi', 'unit', 'n', 'method', 'hypothesis'), scale=('needs',))
@@ -106,11 +106,15 @@ def verdict(row:dict)->tuple:
     s = 1 if h == 'greater' else -1          # work with the effect in the paper's direction
     lo_, hi_ = (lo, hi) if s > 0 else (-hi, -lo)
     pe = row.get('paper_effect')
-    if hi_ < 0: return 'disagrees', f"{ci} excludes 0 on the other side of the paper's"
+    ph = row.get('p_holm')
+    def multiplicity(v, why):   # a row from a family of preregistered comparisons: 0 must be excluded after Holm too
+        if ph is None or ph < 0.05: return v, why
+        return 'inconclusive', f"{why}, but not after Holm's correction over its family of comparisons (p_holm = {ph:.2g})"
+    if hi_ < 0: return multiplicity('disagrees', f"{ci} excludes 0 on the other side of the paper's")
     if pe is not None:
         a = pe[0] if s > 0 else -pe[1]
         if hi_ < a: return 'disagrees', f"{ci} excludes the paper's effect [{_g(pe[0])}, {_g(pe[1])}]"
-    if lo_ > 0: return 'agrees', f"{ci} excludes 0 in the paper's direction"
+    if lo_ > 0: return multiplicity('agrees', f"{ci} excludes 0 in the paper's direction")
     return 'inconclusive', f"{ci} contains 0: the data exclude effects below {_g(lo)} and above {_g(hi)} {u}"
 
 # %% ../nbs/09_experiments.ipynb #3f433e8b
