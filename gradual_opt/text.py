@@ -9,8 +9,10 @@ __all__ = ['CharCorpus', 'char_corpus', 'batch_sampler', 'eval_windows', 'PreNor
 # %% ../nbs/14_transformer.ipynb #e6adaa7e
 import hashlib, math, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
+from .core import documented
 
 # %% ../nbs/14_transformer.ipynb #426dc6df
+@documented
 class CharCorpus:
     "A text as character ids: `train` and `valid` (1-D long tensors, valid = the last contiguous part), the vocabulary, and provenance."
     def __init__(self, text:str, # the whole text
