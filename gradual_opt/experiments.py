@@ -8,13 +8,13 @@ __all__ = ['PAPERS', 'results_dir', 'write_dir', 'save_results', 'load_results',
            'run_parallel', 'mnist1d_splits', 'mnist1d_cnn', 'mnist1d_mlp', 'eval_accuracy', 'eval_metrics',
            'make_optimizer', 'mnist1d_run']
 
-# %% ../nbs/09_experiments.ipynb #2b00f8c9
+# %% ../nbs/09_experiments.ipynb #948eeae1
 import os, sys, json, math, time, platform, tempfile, datetime, functools, inspect, warnings
 import multiprocessing as mp
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from .repro import is_test
-from .factory import create_optimizer, param_groups, _lookup
+from .factory import create_optimizer, param_groups, optimizer_class
 
 # %% ../nbs/09_experiments.ipynb #3d179f77
 def results_dir()->Path:
@@ -319,7 +319,7 @@ def eval_metrics(model, xy, bs:int=1000)->tuple:
             correct += (out.argmax(1) == yy).sum().item(); loss += F.cross_entropy(out, yy, reduction='sum').item()
     return correct / len(x), loss / len(x)
 
-# %% ../nbs/09_experiments.ipynb #87356f00
+# %% ../nbs/09_experiments.ipynb #fe816473
 _SHORT = dict(SGDM=('SGD', dict(momentum=0.9)), SGD=('SGD', dict(momentum=0.)), NAdam=('NAdam', dict(decoupled_weight_decay=True)),
               signSGDM=('Lion', dict(betas=(0.9, 0.9))))
 _TRANSFORMS = dict(GC='Centralize', AGR='AGR', autoscale='AutoscaleNorm')
@@ -336,8 +336,7 @@ def make_optimizer(name:str, # 'SGDM', 'AdamW', 'S3', 'AdamW+AGR', ...: see abov
     if bad: raise ValueError(f"make_optimizer: unknown transform {bad} in {name!r}; known: {list(_TRANSFORMS)}")
     reg, hyper = _SHORT.get(base, (base, {}))
     hyper = {**hyper, **kw}
-    found = _lookup(reg, 'optimizer')
-    cls = found if isinstance(found, type) else found.cls
+    cls = optimizer_class(reg)
     sig = inspect.signature(cls.__init__).parameters
     if 'total_steps' in sig and 'total_steps' not in hyper:
         if total_steps is None: raise ValueError(f"make_optimizer: {name} follows the run's progress: pass total_steps")
