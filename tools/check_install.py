@@ -9,9 +9,15 @@
 5. `pip install "<wheel>[fastai]" "fastai>=2.8.8"` resolves to the newest fastai (fastcore 2), next to which
    tests/fastai_latest_smoke.py trains with GSGD (`fit`) and S3 (`fit_one_cycle`).
 
-torch comes from where pip finds it on this machine (pip.conf, PIP_FIND_LINKS), held at the version constraints.txt
-tests; nothing else is constrained, so fastai and its dependencies resolve as they would for a user.
-Run: .venv/bin/python tools/check_install.py [--keep]   (CI: .ci/run)"""
+torch: the build tested here pulls in the CUDA libraries (about 5 GiB installed). A second copy ran CI out of disk,
+so by default the fresh venv *shares* the running (dev) interpreter's torch and its dependency closure, read-only:
+symlinks to exactly those distributions in a folder outside the venv, added to its sys.path by a .pth file (pip will
+not uninstall anything outside its environment, so nothing there can be changed). The venv starts as a user's venv
+with torch in it, and step 2 checks that the wheel then adds gradual-opt and nothing else. `--fresh-torch` has pip
+install torch into the venv instead (from where pip finds it, pip.conf or PIP_FIND_LINKS; needs about 6 GiB free).
+torch is held at the version constraints.txt tests; nothing else is constrained, so fastai and its dependencies
+resolve as they would for a user.
+Run: .venv/bin/python tools/check_install.py [--keep] [--fresh-torch]   (CI: .ci/run)"""
 import json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
@@ -88,11 +94,29 @@ def import_times(py, cwd, n=5):
     ts = [tuple(map(float, sh(py, '-c', TIMED, cwd=cwd, capture=True).split())) for _ in range(n)]
     return min(t for t, _ in ts), min(d for _, d in ts)
 
+def shared_torch(overlay):
+    """Symlink the running interpreter's torch and every distribution in its requirement closure into `overlay`:
+    each distribution's top-level modules and its .dist-info, as listed in its RECORD. Returns the names."""
+    import importlib.metadata as md
+    names = json.loads(sh(sys.executable, '-c', CLOSURE, capture=True))['torch_closure']
+    overlay.mkdir()
+    for name in names:
+        d = md.distribution(name)
+        base = Path(d.locate_file(''))
+        tops = {f.parts[0] for f in d.files or [] if f.parts[0] not in ('..', '__pycache__')}
+        for t in tops:
+            if not (overlay/t).exists(): (overlay/t).symlink_to(base/t)
+    return names
+
+def free_gib(p): return shutil.disk_usage(p).free / 2**30
+
 def du_mib(p): return sum(f.stat().st_size for f in Path(p).rglob('*') if f.is_file() and not f.is_symlink()) / 2**20
 
-def main(keep=False):
+def main(keep=False, fresh_torch=False):
     t_all = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix='gradual_opt_install_'))
+    print(f'{free_gib(tmp):.1f} GiB free in {tmp.parent}; torch: ' +
+          ('pip installs a fresh copy' if fresh_torch else 'shared read-only from the running interpreter'), flush=True)
     dist, venv, work = tmp/'dist', tmp/'venv', tmp/'work'; work.mkdir()
     py, pip = venv/'bin'/'python', [venv/'bin'/'python', '-m', 'pip']
     pins = tmp/'torch-pin.txt'   # torch (and torchvision, which fastai needs) at the versions constraints.txt tests
@@ -110,6 +134,11 @@ def main(keep=False):
 
         with stage('fresh venv'):
             sh(getattr(sys, '_base_executable', sys.executable), '-m', 'venv', venv)
+            if not fresh_torch:
+                shared = shared_torch(tmp/'shared-torch')
+                site = Path(sh(py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])', capture=True).strip())
+                (site/'_shared_torch.pth').write_text(f"{tmp/'shared-torch'}\n")
+                print(f'torch shared read-only from {sys.prefix}: {len(shared)} distributions ({", ".join(shared)})')
             seed = set(json.loads(sh(py, '-c', CLOSURE, capture=True, cwd=work))['installed'])
             print(f'python {sh(py, "-c", "import sys; print(sys.version.split()[0])", capture=True).strip()}, '
                   f'seeded with {sorted(seed)}')
@@ -119,9 +148,11 @@ def main(keep=False):
             c = json.loads(sh(py, '-c', CLOSURE, capture=True, cwd=work))
             installed, expected = set(c['installed']), set(c['torch_closure']) | {'gradual-opt'}
             extra, missing = installed - expected - seed, expected - installed
+            if not fresh_torch:
+                assert installed - seed == {'gradual-opt'}, f'next to torch, the wheel installed {sorted(installed - seed)}'
             site = Path(sh(py, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])', capture=True).strip())
-            print(f'installed {len(installed - seed)} distributions (gradual_opt, torch and its {len(expected) - 2} '
-                  f'dependencies), site-packages {du_mib(site):.0f} MiB')
+            print(f'pip installed {len(installed - seed)} distributions ({", ".join(sorted(installed - seed)[:4])}, ...); '
+                  f'torch and its {len(expected) - 2} dependencies are present; venv site-packages {du_mib(site):.0f} MiB')
             assert not extra, f'the wheel installed more than torch and its dependencies: {sorted(extra)}'
             assert not missing, f'missing: {sorted(missing)}'
             meta = json.loads(sh(py, '-c', METADATA, capture=True, cwd=work))
@@ -165,4 +196,4 @@ def main(keep=False):
         else: shutil.rmtree(tmp, ignore_errors=True)
     print(f'=== check_install: all ok in {time.perf_counter() - t_all:.0f} s')
 
-if __name__ == '__main__': main(keep='--keep' in sys.argv[1:])
+if __name__ == '__main__': main(keep='--keep' in sys.argv[1:], fresh_torch='--fresh-torch' in sys.argv[1:])
