@@ -271,17 +271,29 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
         else: self.upgrade_state(st)
         return st
 
+    def compiled(self, fn):
+        "`fn` under `torch.compile(fullgraph=True)`, made once per optimizer and kept off its state (state dicts stay plain)."
+        cache = self.__dict__.setdefault('_compiled', {})
+        key = getattr(fn, '__func__', fn)              # a bound method is a new object at each access
+        if key not in cache: cache[key] = torch.compile(fn, fullgraph=True)
+        return cache[key]
+
+    def lr_input(self, group):
+        "The group's lr as a compiled step takes it: a float goes in as a 0-d float64 tensor, refilled each step (a new float would recompile)."
+        lr = group['lr']
+        if torch.is_tensor(lr): return lr
+        boxes = self.__dict__.setdefault('_lr_boxes', {})
+        box = boxes.get(id(group))
+        if box is None: box = boxes[id(group)] = torch.zeros((), dtype=torch.float64, device=_group_device(group))
+        return box.fill_(lr)
+
     def _fused(self, group, ps, gs, sts)->list:
         "The compiled `update` over buckets of at most `FUSED_BUCKET` tensors; returns what each call returned."
-        fn = self.__dict__.get('_fused_update') or self.__dict__.setdefault('_fused_update', torch.compile(self.update, fullgraph=True))
+        fn = self.compiled(self.update)
         # The graph sees the hyper-parameters only, never the group's list of parameters (guarding it costs a check per
         # tensor per call), and a float lr as a 0-d tensor (a scheduler's new lr would otherwise recompile every step).
         view = {k: v for k, v in group.items() if k != 'params'}
-        if not torch.is_tensor(view['lr']):
-            boxes = self.__dict__.setdefault('_lr_boxes', {})
-            box = boxes.get(id(group))
-            if box is None: box = boxes[id(group)] = torch.zeros((), dtype=torch.float64, device=_group_device(group))
-            view['lr'] = box.fill_(view['lr'])
+        view['lr'] = self.lr_input(group)
         outs = [fn(view, ps[i:i + FUSED_BUCKET], gs[i:i + FUSED_BUCKET], sts[i:i + FUSED_BUCKET]) for i in range(0, len(ps), FUSED_BUCKET)]
         return [(group, *o[1:]) if isinstance(o, tuple) and o and o[0] is view else o for o in outs]   # hand `finish` the group itself
 

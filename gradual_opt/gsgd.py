@@ -11,7 +11,7 @@ import torch
 from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_betas, counter
 from .schedules import gsgd_exponent, gadam_power
 from .plumbing import batches, pick
-from .stages import (heavy_ball_, decay_, apply_, scaled_sign_pow, unscaled, ema_, rms_, adam_denom,
+from .stages import (heavy_ball_, decay_, apply_, decay_apply_, scaled_sign_pow, unscaled, ema_, rms_, adam_denom,
                      bias_correction)
 
 # %% ../nbs/02_gsgd.ipynb #e2047d0e
@@ -167,7 +167,9 @@ class GSGD(GradualOptimizer):
         for i, g, kept, owner, e, n in per_group:
             if not owner: continue
             it = iter(coef[start:start + len(owner)].to(kept[0][2].device).unbind()); start += len(owner)
-            for ps, s, *_ in kept: decay_(ps, g['lr'], g['weight_decay']); apply_(ps, s, g['lr'], [next(it) for _ in s])
+            move = self.compiled(decay_apply_) if g.get('fused') else decay_apply_   # fused: decay and step in one pass
+            lr = self.lr_input(g) if g.get('fused') else g['lr']
+            for ps, s, *_ in kept: move(ps, s, lr, g['weight_decay'], [next(it) for _ in s])
 
 register('GSGD', GSGD, 'Gradual SGD (Yuan, Liu & Nie), Algorithm 1 + Eq. 4', 0, dict(lr=0.05, total_steps=6),
          summary='dual exponent (t-1)/N: signSGD to SGD, with an l2 rescale to the SGD step length')

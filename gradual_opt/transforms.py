@@ -12,7 +12,7 @@ import math, copy, inspect, weakref
 import torch
 from torch import Tensor
 from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter, signature_doc, documented, compiler_problem, FUSED_BUCKET
-from .plumbing import batches, pick, norms, acc_dtype
+from .plumbing import batches, pick, norms, tensor_norms, acc_dtype
 from .stages import ema_, rms_, adam_denom, bias_correction, decay_, apply_, amax, each
 
 # %% ../nbs/05_transforms.ipynb #88517d1f
@@ -279,8 +279,7 @@ register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0,
 # %% ../nbs/05_transforms.ipynb #582e414d
 def l1_norms(gs:list)->list:
     "Σ|g| of each tensor as a 0-d float64 tensor on its device (float64 accumulation: no overflow from any fp32 gradient)."
-    if not all(type(g) in (torch.Tensor, torch.nn.Parameter) for g in gs): return [g.abs().sum(dtype=torch.float64) for g in gs]   # DTensor
-    return list(torch._foreach_norm(gs, 1, dtype=torch.float64)) if gs else []
+    return tensor_norms(gs, 1, torch.float64)
 
 def agr_coefficients(g:Tensor # gradient of one tensor
                     )->Tensor:

@@ -38,7 +38,11 @@ def test_fused_equals_eager(entry):
     torch._dynamo.reset()
     (a, _), (b, opt) = run(entry, None), run(entry, True)
     close(a, b, torch.float32)
-    assert '_fused_update' in opt.__dict__              # the compiled path ran
+    compiled = opt.__dict__.get('_compiled', {})
+    assert type(opt).update in compiled                 # the compiled path ran
+    if entry.cls.__name__ == 'GSGD':                     # and Eq. 4's decay and step too (in `finish`)
+        from gradual_opt.stages import decay_apply_
+        assert decay_apply_ in compiled
     assert not all(torch.equal(x, y) for x, y in zip(b, [p for p in model().parameters()]))   # and moved something
 
 @pytest.mark.parametrize('entry', ENTRIES, ids=[e.name for e in ENTRIES])
@@ -50,10 +54,15 @@ def test_fused_maximize_tensor_lr_and_a_changing_lr_do_not_recompile(entry):
     (a, _) = run(entry, None, maximize=True, lr=lr.clone(), schedule=decay)
     from torch._dynamo.utils import counters
     counters.clear()
-    (b, _) = run(entry, True, maximize=True, lr=lr.clone(), schedule=decay)
+    seen = []
+    def decay_and_count(opt, t):
+        decay(opt, t); seen.append(counters['stats']['unique_graphs'])
+    (b, _) = run(entry, True, maximize=True, lr=lr.clone(), schedule=decay_and_count)
     close(a, b, torch.float32)
-    frames = counters['stats']['unique_graphs']
-    assert frames <= 4, f'{frames} graphs compiled for 6 steps of one model: a hyper-parameter change recompiles'
+    # The first steps compile (per group, and GSGD-momentum's first step, which fills the buffer, has a graph of its
+    # own); after step 3 the lr changes every step and nothing may compile again.
+    assert seen[2] > 0 and seen[-1] == seen[2], f'graphs compiled after each of 6 steps: {seen}: a hyper-parameter change recompiles'
+    assert seen[2] <= 8, seen
 
 @pytest.mark.parametrize('entry', ENTRIES, ids=[e.name for e in ENTRIES])
 def test_fused_bf16(entry):
