@@ -79,7 +79,8 @@ def sign_pow(xs:list, e, keep_nan:bool=True)->list:
 
 def scaled_sign_pow(ds:list, e)->tuple:
     "Return `s` per piece and `(m, uu, ss)` as float64 vectors: $m$ = max|d| (at least the dtype's tiny), $s$ = `sign_pow`(d/m, e), $\\|d/m\\|^2$, $\\|s\\|^2$."
-    m = torch._foreach_clamp_min(amax(ds), [torch.finfo(x.dtype).tiny for x in ds])
+    tiny = [torch.finfo(x.dtype).tiny for x in ds]
+    m = torch._foreach_clamp_min(amax(ds), tiny[0] if len(set(tiny)) == 1 else tiny)   # one scalar: Inductor fuses it
     u = torch._foreach_div(ds, m)
     s = sign_pow(u, e, keep_nan=False)          # one pass fewer: a NaN rides on m, so on every coefficient (below)
     sq = lambda ts: torch.stack(norms(ts)).double().square()
