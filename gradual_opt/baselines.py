@@ -58,19 +58,23 @@ class Adan(GradualOptimizer):
         z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
         return {'exp_avg': z(), 'exp_avg_diff': z(), 'rms': z()}     # rms = sqrt(n); the previous gradient comes at step 1
 
+    def scalars(self, group, states):
+        "The step's bias corrections from the group's count t: c1 = 1/(1-β1^t), c2 = β2/(1-β2^t), s3 = (1-β3^t)^-1/2."
+        (b1, b2, b3), t = group['betas'], group['step']
+        return {'c1': bias_correction(b1, t, inverse=True), 'c2': b2*bias_correction(b2, t, inverse=True), 's3': bias_correction(b3, t).pow(-0.5)}
+
     def update(self, group, params, grads, states):
         "The three moments, then m_hat/(√n_hat + ε) + β2·d_hat/(√n_hat + ε) (bias-corrected with the group's step count)."
-        (b1, b2, b3), lr, wd, eps, t = group['betas'], group['lr'], group['weight_decay'], group['eps'], group['step']
+        (b1, b2, b3), lr, wd, eps = group['betas'], group['lr'], group['weight_decay'], group['eps']
         for g, st in zip(grads, states):
             if 'prev_grad' not in st: st['prev_grad'] = g.detach().clone()     # g_0 = g_1: the first difference is 0
-        c1, c2, c3 = (bias_correction(b, t) for b in (b1, b2, b3))
         lists = [params, grads] + [[st[k] for st in states] for k in ('exp_avg', 'exp_avg_diff', 'rms', 'prev_grad')]
         for idx, ps, gs, ms, ds, rs, prev in batches(group['foreach'], lists):
             diff = grad_diff_(prev, gs)
             ema_(ms, gs, b1); ema_(ds, diff, b2)
             rms_(rs, torch._foreach_add(gs, diff, alpha=b2), b3)           # n = b3 n + (1-b3)(g + b2 diff)^2, kept as its root
-            den = adam_denom(rs, 0.5, [c3]*len(rs), eps)                    # sqrt(n/(1-b3^t)) + eps
-            u = torch._foreach_mul(ms, 1/c1); torch._foreach_add_(u, torch._foreach_mul(ds, b2/c2))
+            den = adam_denom(rs, 0.5, [group['s3']]*len(rs), eps)          # sqrt(n/(1-b3^t)) + eps
+            u = torch._foreach_mul(ms, group['c1']); torch._foreach_add_(u, torch._foreach_mul(ds, group['c2']))
             torch._foreach_div_(u, den)
             if group['no_prox']: decay_(ps, lr, wd)
             apply_(ps, u, lr)

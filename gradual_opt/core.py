@@ -52,6 +52,10 @@ def _group_device(group):
     ps = group['params']
     return ps[0].device if ps else torch.device('cpu')
 
+def _own(out, view:dict, group:dict):
+    "What `update` returned, with the copy of the group it was given (`view`) replaced by the group itself, for `finish`."
+    return (group, *out[1:]) if isinstance(out, tuple) and out and out[0] is view else out
+
 def counter(value=0, device=None)->torch.Tensor:
     "A step counter: a fresh 0-d float64 tensor on `device` (from an int, a float or a tensor), exact up to 2**53 steps (float32 stops at 2**24)."
     if torch.is_tensor(value): return value.detach().to(device=device or value.device, dtype=torch.float64).clone()
@@ -251,6 +255,7 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
 
     def init_state(self, p, group)->dict: return {}
     def upgrade_state(self, st:dict): pass   # convert a state saved by an older version, in place
+    def scalars(self, group, states)->dict: return {}   # this step's constants (0-d tensors; 1-d: one per tensor), which `update` finds in its group
     def update(self, group, params, grads, states): raise NotImplementedError
     def finish(self, pending:list): pass   # after every group's `update`: `pending` holds what they returned (not None)
 
@@ -287,15 +292,26 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
         if box is None: box = boxes[id(group)] = torch.zeros((), dtype=torch.float64, device=_group_device(group))
         return box.fill_(lr)
 
-    def _fused(self, group, ps, gs, sts)->list:
+    def _scalars(self, group, states)->dict:
+        "`scalars(group, states)`, refusing a name that would hide one of the group's hyper-parameters."
+        sc = self.scalars(group, states)
+        clash = [k for k in sc if k in group]        # (a plain loop: torch.compile(opt.step) traces this too)
+        if clash: raise KeyError(f"{type(self).__name__}.scalars returned {clash}, which the param group already has")
+        return sc
+
+    def _fused(self, group, ps, gs, sts, sc:dict)->list:
         "The compiled `update` over buckets of at most `FUSED_BUCKET` tensors; returns what each call returned."
         fn = self.compiled(self.update)
         # The graph sees the hyper-parameters only, never the group's list of parameters (guarding it costs a check per
         # tensor per call), and a float lr as a 0-d tensor (a scheduler's new lr would otherwise recompile every step).
         view = {k: v for k, v in group.items() if k != 'params'}
         view['lr'] = self.lr_input(group)
-        outs = [fn(view, ps[i:i + FUSED_BUCKET], gs[i:i + FUSED_BUCKET], sts[i:i + FUSED_BUCKET]) for i in range(0, len(ps), FUSED_BUCKET)]
-        return [(group, *o[1:]) if isinstance(o, tuple) and o and o[0] is view else o for o in outs]   # hand `finish` the group itself
+        outs = []
+        for i in range(0, len(ps), FUSED_BUCKET):
+            cut = slice(i, i + FUSED_BUCKET)              # per-tensor scalars (1-d) are cut with the bucket
+            v = {**view, **{k: x[cut] if torch.is_tensor(x) and x.dim() == 1 else x for k, x in sc.items()}}
+            outs.append(_own(fn(v, ps[cut], gs[cut], sts[cut]), v, group))
+        return outs
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -311,9 +327,12 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
             gs = [p.grad for p in ps]
             if group['maximize']: gs = torch._foreach_neg(gs)
             sts = [self._state(p, group) for p in ps]
+            sc = self._scalars(group, sts)
             if group.get('fused'):       # the compiled update, bucket by bucket (see "The fused step")
-                outs = self._fused(group, ps, gs, sts)
-            else: outs = [self.update(group, ps, gs, sts)]
+                outs = self._fused(group, ps, gs, sts, sc)
+            else:
+                v = {**group, **sc} if sc else group
+                outs = [_own(self.update(v, ps, gs, sts), v, group)]
             pending += [o for o in outs if o is not None]   # work that needs every group first (e.g. a statistic over all of them)
         self.finish(pending)
         return loss

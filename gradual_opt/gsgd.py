@@ -12,7 +12,7 @@ from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check
 from .schedules import gsgd_exponent, gadam_power
 from .plumbing import batches, pick
 from .stages import (heavy_ball_, decay_, apply_, decay_apply_, scaled_sign_pow, unscaled, ema_, rms_, adam_denom,
-                     bias_correction)
+                     moment_corrections)
 
 # %% ../nbs/02_gsgd.ipynb #e2047d0e
 _RESCALES = ('global', 'group', 'tensor', None)   # GSGD's rescale: the domain of Eq. 4's sums, or none
@@ -202,17 +202,19 @@ class GAdam(GradualOptimizer):
         if 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()        # a state saved with v itself
         if not torch.is_tensor(st['step']): st['step'] = counter(st['step'], st['rms'].device)
 
+    def scalars(self, group, states):
+        "The step's scheduled q, and each tensor's step count advanced and its bias corrections c1 = 1/(1-β1^k), s2 = (1-β2^k)^-q."
+        q = gadam_power(group['step'], group['total_steps'])
+        return {'q': q, **moment_corrections(states, *group['betas'], q)}
+
     def update(self, group, params, grads, states):
         "EMA of g, the root of the EMA of g², then m̂/(v̂^q + ε) with the scheduled q (each tensor's own bias corrections)."
-        q = gadam_power(group['step'], group['total_steps'])
         (b1, b2), lr, wd = group['betas'], group['lr'], group['weight_decay']
-        ks = [st['step'] for st in states]
-        torch._foreach_add_(ks, 1.)
-        c1, c2 = bias_correction(b1, ks, inverse=True), bias_correction(b2, ks)
+        c1, s2 = list(group['c1'].unbind()), list(group['s2'].unbind())
         lists = [params, grads, [st['exp_avg'] for st in states], [st['rms'] for st in states]]
         for idx, ps, gs, ms, rs in batches(group['foreach'], lists):
             ema_(ms, gs, b1); rms_(rs, gs, b2)
-            u = torch._foreach_div(ms, adam_denom(rs, q, pick(c2, idx), group['eps']))
+            u = torch._foreach_div(ms, adam_denom(rs, group['q'], pick(s2, idx), group['eps']))
             decay_(ps, lr, wd); apply_(ps, u, lr, pick(c1, idx))
 
 register('GAdam', GAdam, 'Gradual Adam (Yuan, Liu & Nie), Algorithm 2', 2, dict(lr=0.01, total_steps=6, weight_decay=0.01),

@@ -62,9 +62,13 @@ class LPSGD(GradualOptimizer):
     def init_state(self, p, group):
         return {'momentum_buffer': torch.zeros_like(p, memory_format=torch.preserve_format)} if group['momentum'] != 0 else {}
 
+    def scalars(self, group, states):
+        "The step's ρ (Eq. 20) at the scheduled p (Eq. 19), once per step (a cosine)."
+        return {'rho': lp_rho(lpsgd_p(group['step'], group['total_steps'], group['p_max'], group['steps_per_epoch']))}
+
     def update(self, group, params, grads, states):
         "Eq. 23's EMA (LPSGDM), Eq. 24's map with the scheduled ρ, Eq. 25's decoupled decay."
-        rho = lp_rho(lpsgd_p(group['step'], group['total_steps'], group['p_max'], group['steps_per_epoch']))
+        rho = group['rho']
         beta = group['momentum']
         lists = [params, grads] + ([[st['momentum_buffer'] for st in states]] if beta != 0 else [])
         for idx, ps, gs, *bufs in batches(group['foreach'], lists):

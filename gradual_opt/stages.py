@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['each', 'add_eps_', 'decay_', 'decay_prox_', 'apply_', 'decay_apply_', 'heavy_ball_', 'ema_', 'rms_', 'amax', 'sign',
            'sign_pow', 'scaled_sign_pow', 'l2_rescale', 'unscaled', 'lp_scale', 'adam_denom', 'bias_correction',
-           'running_max_', 'pth_power', 'pth_moment_', 'pth_root', 'holder_ratio', 'grad_diff_', 'scalar_like',
-           'soft_sign_step_', 's3_state']
+           'moment_corrections', 'running_max_', 'pth_power', 'pth_moment_', 'pth_root', 'holder_ratio', 'grad_diff_',
+           'scalar_like', 'soft_sign_step_', 's3_state']
 
 # %% ../nbs/01a_stages.ipynb #40d015fe
 import math
@@ -114,21 +114,24 @@ def lp_scale(ms:list, rho, eps:float=1e-8)->list:
     torch._foreach_mul_(a, ms)
     return a
 
-def adam_denom(rs:list, q, c2:list, eps:float)->list:
-    "$\\hat v^{q}+\\epsilon = r^{2q}\\,c_2^{-q} + \\epsilon$ per element, from the stored root $r=\\sqrt v$ and each tensor's $c_2 = 1-\\beta_2^k$."
+def adam_denom(rs:list, q, s2:list, eps:float)->list:
+    "$\\hat v^{q}+\\epsilon = r^{2q}\\,s_2 + \\epsilon$ per element, from the stored root $r=\\sqrt v$ and each tensor's $s_2 = (1-\\beta_2^k)^{-q}$."
     den = torch._foreach_pow(rs, each(2*q, rs))
-    one = c2 and all(torch.is_tensor(c) for c in c2) and len({c.device for c in c2}) == 1
-    torch._foreach_mul_(den, list(torch.stack(c2).pow(-q).unbind()) if one else [c**-q for c in c2])   # one vector op for all tensors
+    torch._foreach_mul_(den, s2)
     add_eps_(den, eps)
     return den
 
 def bias_correction(beta:float, k, inverse:bool=False):
-    "$1-\\beta^k$ (or its inverse) for a step count $k$: a number, a tensor, or a list of 0-d tensors (one vector op for all of them)."
-    if isinstance(k, list):
-        if len({x.device for x in k}) > 1: return [bias_correction(beta, x, inverse) for x in k]
-        return list(bias_correction(beta, torch.stack(k), inverse).unbind()) if k else []
+    "$1-\\beta^k$ (or its inverse) for a step count $k$: a number, or a tensor of counts (computed in float64)."
     c = 1 - beta**k if not torch.is_tensor(k) else 1 - torch.pow(beta, k.double())
     return 1/c if inverse else c
+
+def moment_corrections(states:list, beta1:float, beta2:float, q=0.5)->dict:
+    "Advance each tensor's step count $k$ (`state['step']`), then, one entry per tensor (1-d float64): `c1` $=1/(1-\\beta_1^k)$, `s2` $=(1-\\beta_2^k)^{-q}$."
+    ks = [st['step'] for st in states]
+    torch._foreach_add_(ks, 1.)
+    k = torch.stack(ks)                                  # one vector op for all tensors (a group's tensors share a device)
+    return {'c1': bias_correction(beta1, k, inverse=True), 's2': bias_correction(beta2, k).pow(-q)}
 
 # %% ../nbs/01a_stages.ipynb #b8e91641
 def running_max_(cs:list, piece_max:list, idx:list)->tuple:

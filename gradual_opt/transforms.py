@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter, signature_doc, documented, compiler_problem, FUSED_BUCKET
 from .plumbing import batches, pick, norms, tensor_norms, acc_dtype
-from .stages import ema_, rms_, adam_denom, bias_correction, decay_, apply_, amax, each
+from .stages import ema_, rms_, adam_denom, moment_corrections, decay_, apply_, amax, each
 
 # %% ../nbs/05_transforms.ipynb #88517d1f
 _COMPILED = weakref.WeakKeyDictionary()   # a fused transform's compiled apply, by transform
@@ -371,19 +371,21 @@ class AGRAdamW(GradualOptimizer):
         if 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()        # a state saved with v itself
         if 'n' in st: st['step'] = counter(st.pop('n'), st['rms'].device)
 
+    def scalars(self, group, states):
+        "The step's AGR switch (1 while on, as a 0-d tensor), each tensor's step count advanced, and its bias corrections."
+        on = 1. if group['until'] is None else (group['step'] <= group['until']*group['total_steps']).double()
+        return {'agr_on': on, **moment_corrections(states, *group['betas'])}
+
     def update(self, group, params, grads, states):
         "AdamW's moments, the first one of Ψ(g) while AGR is on (each tensor's own bias corrections)."
         (b1, b2), lr, wd = group['betas'], group['lr'], group['weight_decay']
-        on = 1. if group['until'] is None else (group['step'] <= group['until']*group['total_steps']).double()
-        ks = [st['step'] for st in states]
-        torch._foreach_add_(ks, 1.)
-        c1, c2 = bias_correction(b1, ks, inverse=True), bias_correction(b2, ks)
+        c1, s2 = list(group['c1'].unbind()), list(group['s2'].unbind())
         firsts = [g.clone() if g.ndim >= group['min_ndim'] else g for g in grads]   # Psi(g) for the first moment, raw g for the second
-        agr_([f for f, g in zip(firsts, grads) if f is not g], on, group['foreach'])
+        agr_([f for f, g in zip(firsts, grads) if f is not g], group['agr_on'], group['foreach'])
         lists = [params, grads, firsts, [st['exp_avg'] for st in states], [st['rms'] for st in states]]
         for idx, ps, gs, fs, ms, rs in batches(group['foreach'], lists):
             ema_(ms, fs, b1); rms_(rs, gs, b2)
-            u = torch._foreach_div(ms, adam_denom(rs, 0.5, pick(c2, idx), group['eps']))
+            u = torch._foreach_div(ms, adam_denom(rs, 0.5, pick(s2, idx), group['eps']))
             decay_(ps, lr, wd); apply_(ps, u, lr, pick(c1, idx))
 
 register('AGRAdamW', AGRAdamW, 'AGR paper, Algorithm 2 (AdamW with AGR on the first moment)', 2, dict(lr=0.01, weight_decay=0.01),

@@ -70,9 +70,11 @@ def test_fused_bf16(entry):
     (a, _), (b, _) = run(entry, None, dtype=torch.bfloat16, steps=3), run(entry, True, dtype=torch.bfloat16, steps=3)
     close(a, b, torch.bfloat16)
 
-@pytest.mark.parametrize('name,extra', [('S3', {}), ('GSGD', {}), ('GSGD', dict(rescale='tensor')), ('GSGD', dict(rescale='group'))])
+@pytest.mark.parametrize('name,extra', [('S3', {}), ('GSGD', {}), ('GSGD', dict(rescale='tensor')), ('GSGD', dict(rescale='group')),
+                                        ('GAdam', {}), ('AGRAdamW', {}), ('Adan', {})])
 def test_fused_resume_and_many_tensors_in_buckets(name, extra, monkeypatch):
-    "A fused optimizer's state dict resumes an eager one; more tensors than a bucket (GSGD: Eq. 4 joins the buckets' pieces)."
+    """A fused optimizer's state dict resumes an eager one; more tensors than a bucket (GSGD: Eq. 4 joins the buckets' pieces;
+    GAdam, AGRAdamW: each tensor's own bias corrections, a 1-d `scalars` entry, are cut with the buckets)."""
     import gradual_opt.core
     torch._dynamo.reset()       # dynamo's recompile limit counts graphs per function across optimizers: start afresh
     monkeypatch.setattr(gradual_opt.core, 'FUSED_BUCKET', 4)
@@ -85,6 +87,8 @@ def test_fused_resume_and_many_tensors_in_buckets(name, extra, monkeypatch):
     for k in range(4):
         g = torch.Generator().manual_seed(k)
         for p, q in zip(ps, qs): p.grad = torch.randn(3, generator=g); q.grad = p.grad.clone()
+        if k == 0:                                     # the first bucket's first two tensors skip a step: their counts lag
+            for p in (*ps[:2], *qs[:2]): p.grad = None
         fo.step(); eo.step()
         if k == 1: eo.load_state_dict(copy.deepcopy(fo.state_dict()))   # resume the eager one from the fused one's checkpoint
     for p, q in zip(ps, qs): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
