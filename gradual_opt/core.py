@@ -299,9 +299,15 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
         if clash: raise KeyError(f"{type(self).__name__}.scalars returned {clash}, which the param group already has")
         return sc
 
+    def _mapped_update(self, maps:tuple, group, params, grads, states):
+        "`update` after `maps`: each `(f, arg)` maps the gradients of `params` in place by `f(params, arg)` (gradient transforms fused into the step)."
+        for f, arg in maps: f(params, arg)
+        return self.update(group, params, grads, states)
+
     def _fused(self, group, ps, gs, sts, sc:dict)->list:
         "The compiled `update` over buckets of at most `FUSED_BUCKET` tensors; returns what each call returned."
-        fn = self.compiled(self.update)
+        maps = self.__dict__.get('_grad_maps') or ()   # per-tensor gradient transforms to run in the same kernel (`with_transforms` sets them)
+        fn = self.compiled(self._mapped_update if maps else self.update)
         # The graph sees the hyper-parameters only, never the group's list of parameters (guarding it costs a check per
         # tensor per call), and a float lr as a 0-d tensor (a scheduler's new lr would otherwise recompile every step).
         view = {k: v for k, v in group.items() if k != 'params'}
@@ -310,7 +316,8 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
         for i in range(0, len(ps), FUSED_BUCKET):
             cut = slice(i, i + FUSED_BUCKET)              # per-tensor scalars (1-d) are cut with the bucket
             v = {**view, **{k: x[cut] if torch.is_tensor(x) and x.dim() == 1 else x for k, x in sc.items()}}
-            outs.append(_own(fn(v, ps[cut], gs[cut], sts[cut]), v, group))
+            args = (v, ps[cut], gs[cut], sts[cut])
+            outs.append(_own(fn(maps, *args) if maps else fn(*args), v, group))
         return outs
 
     @torch.no_grad()

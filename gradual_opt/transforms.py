@@ -41,14 +41,24 @@ class GradTransform:
         if p.grad.is_sparse: raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
         return p.grad.ndim >= self.min_ndim
 
-    def __call__(self, params):
-        "Count one step and transform `p.grad` in place for every eligible `p` in `params`."
+    def begin(self, params)->tuple:
+        "Count one step; returns the eligible parameters among `params` and this step's `on`."
         ps = [p for p in params if self.eligible(p)]          # raises on a sparse gradient before the step is counted
         if ps and (not torch.is_tensor(self.step) or self.step.device != ps[0].device):
             self.step = counter(self.step, ps[0].device)       # the counter lives with the gradients (an older state holds an int)
         self.step += 1
-        if ps and self.fused: self._fused_apply(ps, self.on())
-        elif ps: self.apply(ps, self.on())
+        return ps, self.on()
+
+    def __call__(self, params):
+        "Count one step and transform `p.grad` in place for every eligible `p` in `params`."
+        ps, on = self.begin(params)
+        if ps and self.fused: self._fused_apply(ps, on)
+        elif ps: self.apply(ps, on)
+
+    def apply_eligible(self, params, on):
+        "`apply` to the eligible ones of `params`, the step already counted (`begin`): how an optimizer's fused step runs a per-tensor transform."
+        ps = [p for p in params if p.grad is not None and p.grad.ndim >= self.min_ndim]
+        if ps: self.apply(ps, on)
 
     def _fused_apply(self, ps, on):
         "`apply` compiled (one graph per bucket of at most `FUSED_BUCKET` tensors, or over all of them when one statistic spans them)."
@@ -91,18 +101,32 @@ def _rebuild(opt_cls, transforms):
 # %% ../nbs/05_transforms.ipynb #tmixin
 class TransformedOptimizer:
     "Mixin of the classes `with_transforms` makes: gradients transformed once per step, transforms kept in state dicts, copies and pickles."
-    def transform_grads(self):
-        "Apply the transforms to the gradients of all param groups."
+    def transform_grads(self, transforms=None):
+        "Apply `transforms` (default: all of them) to the gradients of all param groups."
         with torch.no_grad():
             ps = [p for g in self.param_groups for p in g['params'] if p.grad is not None]
-            for t in self.grad_transforms: t(ps)
+            for t in (self.grad_transforms if transforms is None else transforms): t(ps)
+
+    def in_step(self)->int:
+        "How many of the last transforms run inside the optimizer's own compiled step (see below); 0 for a torch optimizer."
+        if not isinstance(self, GradualOptimizer) or not all(g.get('fused') and not g['maximize'] for g in self.param_groups): return 0
+        n = 0
+        for t in reversed(self.grad_transforms):
+            if not (t.fused and t.bucketable): break
+            n += 1
+        return n
 
     def step(self, closure=None):
         "Evaluate `closure` (once), transform the gradients, then take the parent optimizer's step (its hooks fire once, as this step's)."
         loss = run_closure(closure)
         if hasattr(self, '_check_ready'): self._check_ready()   # our optimizers' checks, before the transforms touch a gradient
-        self.transform_grads()
-        _unhooked(self._base_cls.step)(self)
+        k = len(self.grad_transforms) - self.in_step()
+        self.transform_grads(self.grad_transforms[:k])
+        with torch.no_grad():                                    # the others count their step here and map inside the fused step
+            ps = [p for g in self.param_groups for p in g['params'] if p.grad is not None]
+            self._grad_maps = tuple((t.apply_eligible, t.begin(ps)[1]) for t in self.grad_transforms[k:])
+        try: _unhooked(self._base_cls.step)(self)
+        finally: self._grad_maps = ()
         return loss
 
     def set_schedule(self, total_steps=None, steps_per_epoch=None, reset=True, step=None):

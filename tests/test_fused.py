@@ -126,3 +126,33 @@ def test_fused_global_transform_refuses_too_many_tensors(monkeypatch):
     ps = [torch.nn.Parameter(torch.randn(2, 2)) for _ in range(3)]
     for p in ps: p.grad = torch.randn(2, 2)
     with pytest.raises(RuntimeError, match='computes one statistic over all 3 gradients'): T.AutoscaleNorm(fused=True)(ps)
+
+@pytest.mark.parametrize('names', [('Centralize',), ('AGR',), ('Centralize', 'AGR'), ('AutoscaleNorm', 'AGR'), ('AGR', 'AutoscaleNorm')])
+def test_per_tensor_transforms_run_inside_our_fused_step(names, monkeypatch):
+    """Per-tensor transforms (fused=True) at the end of the list run inside our optimizer's compiled step, bucket by bucket:
+    the same iterates and the same transformed p.grad as the eager transforms and step; a global one (AutoscaleNorm), and
+    any before it, keeps its own pass."""
+    import gradual_opt.core, gradual_opt.transforms as T
+    from gradual_opt.core import GradualOptimizer
+    torch._dynamo.reset()
+    monkeypatch.setattr(gradual_opt.core, 'FUSED_BUCKET', 2)
+    out = []
+    for fused in (None, True):
+        m = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+        torch.manual_seed(0); [p.data.normal_() for p in m.parameters()]
+        ts = [getattr(T, n)(fused=fused) for n in names]
+        opt = T.with_transforms(next(e.cls for e in ENTRIES if e.name == 'GAdam'), *ts)(m.parameters(), lr=0.01, total_steps=10, fused=fused)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(4):
+            opt.zero_grad(); m(torch.randn(8, 6, generator=g)).square().mean().backward(); opt.step()
+        out.append([t.detach().clone() for p in m.parameters() for t in (p, p.grad)])
+        inside = 0
+        for n in reversed(names):
+            if n == 'AutoscaleNorm': break
+            inside += 1
+        assert opt.in_step() == (inside if fused else 0)
+        if fused:
+            assert (GradualOptimizer._mapped_update in opt._compiled) == bool(inside)
+            assert [t in T._COMPILED for t in opt.grad_transforms] == [i < len(names) - inside for i in range(len(names))]
+        assert all(int(t.step) == 4 for t in opt.grad_transforms)        # each counted every step, inside the step or not
+    close(*out, torch.float32)

@@ -19,8 +19,10 @@ no 4-buffer step: Adan is compared with fused AdamW-amsgrad's 3), plus one pow p
 fractional power per element (METHOD_COST below says which and why). Targets: fused <= 1.25x floor, default <= 1.6x.
 
 Also, per block: the gradient transforms' overhead on torch's fused SGD-momentum (`with_transforms(SGD, T(fused=True))`
-over the same step without transforms, target <= 1.25, in the same rounds, on a second set of matrix-shaped
-parameters whose gradients are put back untimed after each step); the peak memory a step allocates beyond
+over the same step without transforms, target <= 1.25: a pass of its own, since torch's kernel cannot take the
+transform in) and on our fused Lion, whose step moves the same five arrays as SGD-momentum's (`with_transforms(Lion,
+T(fused=True))(fused=True)`: a per-tensor transform runs inside the compiled step), in the same rounds, on a second
+set of matrix-shaped parameters whose gradients are put back untimed after each step; the peak memory a step allocates beyond
 parameters, gradients and state (CPU: the allocation events of torch.profiler; CUDA: max_memory_allocated), target <=
 one parameter-sized buffer; each compiled step's first call (its cold compile: the run starts on an empty Inductor
 cache in a fresh TORCHINDUCTOR_CACHE_DIR, and dynamo is reset for every block as a fresh process would be) and any
@@ -39,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradual_opt.core import registry          # noqa: E402
 from gradual_opt.transforms import with_transforms   # noqa: E402
+from gradual_opt.baselines import Lion               # noqa: E402
 
 METHODS = {m.name: m for m in registry('optimizer')}         # every registered optimizer is benchmarked
 TRANSFORMS = {m.name: m for m in registry('transform')}
@@ -290,11 +293,15 @@ def bench_block(n, k, dtype, threads, paths, transform_paths, warmup, reps, log=
     if transform_paths:                                        # a second set: the transforms rewrite its gradients in place
         ps2 = make_params(n, k, dtype, seed=1, matrices=True); g0 = [p.grad.clone() for p in ps2]
         restore = lambda: torch._foreach_copy_([p.grad for p in ps2], g0)
-        sgd = lambda *ts: with_transforms(torch.optim.SGD, *ts)(ps2, lr=1e-3, momentum=0.9, fused=True)
-        add(('SGD-mom fused', 'no transform'), lambda: (lambda o: Entry('base', 'SGD-mom fused', 'no transform', 1, o.step, o, restore))(sgd()))
-        for name, mk in transform_sets().items():
-            for path in transform_paths:
-                add((f'SGD-mom fused + {name}', path), lambda: (lambda o: Entry('transform', f'SGD-mom fused + {name}', path, 1, o.step, o, restore))(sgd(*mk(path))))
+        bases = {'SGD-mom fused': lambda *ts: with_transforms(torch.optim.SGD, *ts)(ps2, lr=1e-3, momentum=0.9, fused=True),
+                 'Lion fused': lambda *ts: with_transforms(Lion, *ts)(ps2, lr=1e-4, fused=True)}
+        for base, mk_opt in bases.items():
+            tpaths = transform_paths if base == 'SGD-mom fused' else [p for p in transform_paths if p == 'fused']   # in-step: fused only
+            if not tpaths: continue
+            add((base, 'no transform'), lambda: (lambda o: Entry('base', base, 'no transform', 1, o.step, o, restore))(mk_opt()))
+            for name, mk in transform_sets().items():
+                for path in tpaths:
+                    add((f'{base} + {name}', path), lambda: (lambda o: Entry('transform', f'{base} + {name}', path, 1, o.step, o, restore))(mk_opt(*mk(path))))
     for key, e in entries.items():                             # peak memory of one step beyond parameters, gradients, state
         if e.kind == 'floor': continue
         e.peak, e.net = step_memory(e.step)
@@ -341,9 +348,9 @@ def bench_block(n, k, dtype, threads, paths, transform_paths, warmup, reps, log=
                 r.update(ref=c['ref'], ratio_to_ref=round(t/med[refk], 4))
                 if e.path == 'fused': r.update(ref_met=t/med[refk] <= TARGETS['gpu'])
         if e.kind == 'transform':
-            bk = ('SGD-mom fused', 'no transform')
+            bk = (e.family.split(' + ')[0], 'no transform')
             if bk in med:
-                r.update(base='SGD-mom fused', ratio_to_base=round(t/med[bk], 4))
+                r.update(base=bk[0], ratio_to_base=round(t/med[bk], 4))
                 if e.path == 'fused': r.update(target=TARGETS['transform'], met=t/med[bk] <= TARGETS['transform'])
         rows.append(r)
         missed = r['met'] is False or r['ref_met'] is False
@@ -558,21 +565,28 @@ def block_table(rows, dtype, threads, layout):
                      f"{_f(r['state_bytes_per_param'], '{:.1f}'):>10s} {_f(r['extra_peak_bytes_per_param'], '{:.2f}') + ('' if r['extra_met'] in ('', True) else ' MISS'):>15s}")
     return '\n'.join(lines)
 
+TRANSFORM_BASES = {'SGD-mom fused': "in front of torch's fused SGD-momentum (a pass of its own)",
+                   'Lion fused': 'inside our fused Lion step (same five arrays as SGD-momentum)'}
+
 def transform_table(rows):
-    "Each transform's step over the plain fused SGD-momentum step, per block (target <= 1.25 on the fused path)."
+    "Each transform's step over the same step without it, per base and block (target <= 1.25 on the fused path)."
     tr = [r for r in rows if r['kind'] == 'transform']
     if not tr: return ''
     blocks = list(dict.fromkeys((r['dtype'], r['threads'], r['layout']) for r in tr))
-    base = {(r['dtype'], r['threads'], r['layout']): r['ms'] for r in rows if r['kind'] == 'base'}
-    lines = [f"transforms: step / plain fused SGD-momentum step (target <= {TARGETS['transform']} for T(fused=True))",
-             f"{'transform':24s} {'path':8s}" + ''.join(f" | {(f'{t}t ' if t != '' else '') + lay:>16s}" for d, t, lay in blocks),
-             f"{'(base ms)':24s} {'':8s}" + ''.join(f" | {_f(base.get(b), '{:.2f}'):>16s}" for b in blocks)]
-    for key in dict.fromkeys((r['optimizer'], r['path']) for r in tr):
-        cells = []
-        for b in blocks:
-            r = next((x for x in tr if (x['dtype'], x['threads'], x['layout'], x['optimizer'], x['path']) == (*b, *key)), None)
-            cells.append(f" | {(_f(r['ratio_to_base']) + _mark(r)) if r else 'n/a':>16s}")
-        lines.append(f"{key[0].replace('SGD-mom fused + ', ''):24s} {key[1]:8s}" + ''.join(cells))
+    lines = [f"transforms: step / the same step without transforms (target <= {TARGETS['transform']} for T(fused=True))"]
+    for bname, what in TRANSFORM_BASES.items():
+        bt = [r for r in tr if r['base'] == bname]
+        if not bt: continue
+        base = {(r['dtype'], r['threads'], r['layout']): r['ms'] for r in rows if r['kind'] == 'base' and r['optimizer'] == bname}
+        lines += [f"{what}:",
+                  f"{'transform':24s} {'path':8s}" + ''.join(f" | {(f'{t}t ' if t != '' else '') + lay:>16s}" for d, t, lay in blocks),
+                  f"{'(base ms)':24s} {'':8s}" + ''.join(f" | {_f(base.get(b), '{:.2f}'):>16s}" for b in blocks)]
+        for key in dict.fromkeys((r['optimizer'], r['path']) for r in bt):
+            cells = []
+            for b in blocks:
+                r = next((x for x in bt if (x['dtype'], x['threads'], x['layout'], x['optimizer'], x['path']) == (*b, *key)), None)
+                cells.append(f" | {(_f(r['ratio_to_base']) + _mark(r)) if r else 'n/a':>16s}")
+            lines.append(f"{key[0].replace(bname + ' + ', ''):24s} {key[1]:8s}" + ''.join(cells))
     return '\n'.join(lines)
 
 def memory_table(rows):
