@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['GradTransform', 'TransformedOptimizer', 'with_transforms', 'centralize_', 'centralize', 'Centralize',
-           'autoscale_factor', 'autoscale_factor_eq1', 'std_and_sums', 'global_std', 'AutoscaleNorm', 'l1_norms',
-           'agr_coefficients', 'agr_', 'agr', 'AGR', 'AGRAdamW']
+           'autoscale_factor', 'autoscale_factor_eq1', 'piece_stats', 'deviation_sumsq', 'autoscale_map_',
+           'std_and_sums', 'global_std', 'AutoscaleNorm', 'l1_norms', 'agr_coefficients', 'agr_', 'agr', 'AGR',
+           'AGRAdamW']
 
 # %% ../nbs/05_transforms.ipynb #26592611
 import math, copy, inspect, weakref
@@ -60,18 +61,21 @@ class GradTransform:
         ps = [p for p in params if p.grad is not None and p.grad.ndim >= self.min_ndim]
         if ps: self.apply(ps, on)
 
-    def _fused_apply(self, ps, on):
-        "`apply` compiled (one graph per bucket of at most `FUSED_BUCKET` tensors, or over all of them when one statistic spans them)."
-        fn = _COMPILED.get(self)
-        if fn is None:                     # the first fused call: check the compiler once, not on every step
-            why = compiler_problem(ps[0].device)
+    def compiled(self, fn, device):
+        "`fn` under `torch.compile(fullgraph=True)`, made once per transform (the compiler checked at the first call)."
+        cache = _COMPILED.get(self)
+        if cache is None:                  # the first fused call: check the compiler once, not on every step
+            why = compiler_problem(device)
             if why: raise RuntimeError(f"{type(self).__name__}(fused=True): {why}")
-            fn = _COMPILED[self] = torch.compile(self.apply, fullgraph=True)   # kept off the instance: state dicts copy __dict__
-        if not self.bucketable and len(ps) > FUSED_BUCKET:   # one graph over thousands of tensors takes many minutes to compile
-            raise RuntimeError(f"{type(self).__name__}(fused=True) computes one statistic over all {len(ps)} gradients, and one compiled graph "
-                               f"over more than {FUSED_BUCKET} tensors takes minutes to build: use fused=None for this model")
-        n = FUSED_BUCKET if self.bucketable else len(ps)
-        for i in range(0, len(ps), n): fn(ps[i:i + n], on)
+            cache = _COMPILED[self] = {}   # kept off the instance: state dicts copy __dict__
+        key = getattr(fn, '__func__', fn)
+        if key not in cache: cache[key] = torch.compile(fn, fullgraph=True)
+        return cache[key]
+
+    def _fused_apply(self, ps, on):
+        "`apply` compiled, one graph per bucket of at most `FUSED_BUCKET` tensors (a transform with a statistic over all of them overrides this)."
+        fn = self.compiled(self.apply, ps[0].device)
+        for i in range(0, len(ps), FUSED_BUCKET): fn(ps[i:i + FUSED_BUCKET], on)
 
     def on(self): return 1.     # 1 while the transform acts, 0 when it is switched off (a number or a 0-d tensor)
     def apply(self, ps, on): raise NotImplementedError
@@ -227,13 +231,28 @@ def autoscale_factor_eq1(s, # global gradient std s_t (float or tensor)
     return ((0.5 + 1. / (0.5 * (torch.log(s).abs() + eps))) - 0.5) * 2. ** p
 
 # %% ../nbs/05_transforms.ipynb #f04fe4b5
-def std_and_sums(gs:list, bs:list|None=None)->tuple:
-    "The unbiased std of all entries of `gs` together and each tensor's sum (float64 0-d tensors, no host round trip); `bs`: their batches."
+def piece_stats(gb:list)->tuple:
+    "Pass 1 of `std_and_sums` over one batch: each piece's max|g| and its sum (float64)."
+    return amax(gb), [x.sum(dtype=torch.float64) for x in gb]
+
+def deviation_sumsq(gb:list, M, mu)->Tensor:
+    "Pass 2 of `std_and_sums` over one batch: the sum over its pieces of $(g/M - \\mu/M)^2$ (`mu` is $\\mu/M$), float64 0-d."
+    t = torch._foreach_div(gb, each(M, gb)); torch._foreach_sub_(t, each(mu, t))
+    return torch.stack(norms(t)).double().square().sum()
+
+def autoscale_map_(gb:list, means:list, a, center:bool, scale:bool):
+    "AutoscaleNorm's map over one batch, in place: each piece minus its tensor's mean, times $a_t$."
+    if center: torch._foreach_sub_(gb, means)
+    if scale: torch._foreach_mul_(gb, each(a, gb))
+
+def std_and_sums(gs:list, bs:list|None=None, call=None)->tuple:
+    "The unbiased std of all entries of `gs` together and each tensor's sum (float64 0-d tensors, no host round trip); `bs`: their batches; `call(f)`: how a pass runs over one (a fused transform: compiled)."
     bs = batches(None, [gs]) if bs is None else bs
+    call = call or (lambda f: f)
     n, sums, mx = sum(g.numel() for g in gs), [None]*len(gs), []
     for idx, gb in bs:                                            # pass 1: each piece's max|g| and sum (float64)
-        mx += amax(gb)
-        for i, x in zip(idx, gb): s = x.sum(dtype=torch.float64); sums[i] = s if sums[i] is None else sums[i] + s
+        m, ss = call(piece_stats)(gb); mx += m
+        for i, s in zip(idx, ss): sums[i] = s if sums[i] is None else sums[i] + s
     z = torch.zeros((), dtype=torch.float64, device=gs[0].device if gs else None)
     sums = [z if s is None else s for s in sums]                  # empty tensors sum to 0
     if n < 2: return z, sums                                      # no unbiased std of fewer than 2 entries: 0
@@ -241,9 +260,7 @@ def std_and_sums(gs:list, bs:list|None=None)->tuple:
     M = torch.where((M > 0) & torch.isfinite(M), M, 1)            # work in units of the largest |g|: no over/underflow
     mu = torch.stack(sums).sum()/n/M
     ss = z
-    for idx, gb in bs:                                            # pass 2: sum of (g/M - mean/M)^2, piece by piece
-        t = torch._foreach_div(gb, each(M, gb)); torch._foreach_sub_(t, each(mu, t))
-        ss = ss + torch.stack(norms(t)).double().square().sum()
+    for idx, gb in bs: ss = ss + call(deviation_sumsq)(gb, M, mu)   # pass 2: sum of (g/M - mean/M)^2, batch by batch
     return M*(ss/(n - 1)).sqrt(), sums
 
 def global_std(grads # iterable of gradient tensors, treated as one concatenated vector
@@ -254,7 +271,7 @@ def global_std(grads # iterable of gradient tensors, treated as one concatenated
 # %% ../nbs/05_transforms.ipynb #f23cf62e
 class AutoscaleNorm(GradTransform):
     "Gradient autoscaled normalization: remove each eligible tensor's mean, multiply all by one factor a_t from the global std."
-    bucketable = False   # one global std over every eligible gradient
+    bucketable = False   # one global std over every eligible gradient: not a per-tensor map
     def __init__(self, eps:float=1e-8, # stabilizer in |ln s_t| + eps
                  p:int|None=None, # fixed exponent p_t (1 or 2); None: the paper's one-shot rule at the first step
                  max_scale:float|None=None, # clamp a_t to at most this (None: the paper's unclamped map)
@@ -286,16 +303,22 @@ class AutoscaleNorm(GradTransform):
         if self.max_scale is not None: a = a.clamp_max(self.max_scale)
         return a
 
-    def apply(self, ps, on):
-        "Each eligible tensor minus its own mean, times a_t: the statistics in two passes over the batches, the map in a third."
+    def apply(self, ps, on, bs=None, call=None):
+        "Each eligible tensor minus its own mean, times a_t: the statistics in two passes over the batches `bs`, the map in a third (each pass through `call`)."
         gs = [p.grad for p in ps]
-        bs = batches(self.foreach, [gs])
-        s, sums = std_and_sums(gs, bs)
+        bs = batches(self.foreach, [gs]) if bs is None else bs
+        call = call or (lambda f: f)
+        s, sums = std_and_sums(gs, bs, call)
         a = self.factor(s)
-        for idx, gb in bs:
-            if self.center: torch._foreach_sub_(gb, [sums[i]/gs[i].numel() for i in idx])
-            if self.scale: torch._foreach_mul_(gb, each(a, gb))
+        means = [s/max(g.numel(), 1) for s, g in zip(sums, gs)]
+        for idx, gb in bs: call(autoscale_map_)(gb, pick(means, idx), a, self.center, self.scale)
         if self.track: self.hist.append((float(s), float(a)))    # reads both on the host: only when asked to track
+
+    def _fused_apply(self, ps, on):
+        "Each pass compiled, over buckets of at most `FUSED_BUCKET` whole tensors; the global statistics in between are a few scalar ops."
+        live = [i for i, p in enumerate(ps) if p.grad.numel()]
+        bs = [(live[i:i + FUSED_BUCKET], [ps[j].grad for j in live[i:i + FUSED_BUCKET]]) for i in range(0, len(live), FUSED_BUCKET)]
+        self.apply(ps, on, bs, lambda f: self.compiled(f, ps[0].device))
 
 register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0, {}, kind='transform',
          summary="per-tensor mean removal and one global factor from the gradients' standard deviation")
