@@ -58,7 +58,12 @@ def ema_(ms:list, gs:list, beta):
     torch._foreach_lerp_(ms, gs, 1 - beta)
 
 def rms_(rs:list, gs:list, beta2:float):
-    "The root of Adam's second moment in place, overflow-safe: $r \\leftarrow \\operatorname{hypot}(\\sqrt{\\beta_2}\\,r, \\sqrt{1-\\beta_2}\\,g)$."
+    "The root of Adam's second moment in place, overflow-safe: $r \\leftarrow \\operatorname{hypot}(\\sqrt{\\beta_2}\\,r, \\sqrt{1-\\beta_2}\\,g)$ (compiled: in float64, below float64)."
+    if torch.compiler.is_compiling() and not any(r.dtype == torch.float64 for r in rs):
+        for r, g in zip(rs, gs):                    # squares of fp32/bf16/fp16 numbers are finite and exact enough in float64
+            rd, gd = r.double(), g.double()
+            r.copy_((beta2*rd*rd + (1 - beta2)*gd*gd).sqrt())
+        return
     torch._foreach_mul_(rs, math.sqrt(beta2))
     for r, g in zip(rs, torch._foreach_mul(gs, math.sqrt(1 - beta2))): torch.hypot(r, g, out=r)
 
