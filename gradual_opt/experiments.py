@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PAPERS', 'results_dir', 'write_dir', 'save_results', 'load_results', 'check_claim', 'verdict', 'save_claims',
            'load_claims', 'mean_ci', 'paired_diff', 'holm', 'tost', 'wilson', 'prop_diff', 'lr_ladder', 'tune_lr',
-           'run_parallel', 'mnist1d_splits', 'mnist1d_cnn', 'mnist1d_mlp', 'eval_accuracy', 'eval_metrics',
-           'make_optimizer', 'mnist1d_run']
+           'forked_autograd_works', 'run_parallel', 'mnist1d_splits', 'mnist1d_cnn', 'mnist1d_mlp', 'eval_accuracy',
+           'eval_metrics', 'make_optimizer', 'mnist1d_run']
 
 # %% ../nbs/09_experiments.ipynb #948eeae1
 import os, sys, json, math, time, platform, tempfile, datetime, functools, inspect, warnings
@@ -228,6 +228,15 @@ def _call(i):
     fn, jobs = _TASK
     return i, fn(jobs[i])
 
+def _backward_once():
+    x = torch.ones(1, requires_grad=True); (2*x).sum().backward(); return True
+
+def forked_autograd_works()->bool:
+    "Whether a process forked from this one can run a backward pass. Not after torch.compile and a backward here (autograd's device threads then forbid it in a fork)."
+    try:
+        with mp.get_context('fork').Pool(1) as pool: return pool.apply(_backward_once)
+    except RuntimeError: return False
+
 def _fmt_s(s): return f'{s / 60:.1f} min' if s >= 90 else f'{s:.0f} s'
 
 def run_parallel(fn, # `fn(job)`, returning picklable plain data (floats, lists, dicts), never a model
@@ -248,6 +257,10 @@ def run_parallel(fn, # `fn(job)`, returning picklable plain data (floats, lists,
         eta = f', ETA {_fmt_s(el / k * (n - k))}' if 0 < k < n else ''
         print(f'{desc}: {k}/{n} done, {_fmt_s(el)} elapsed{eta}', flush=True)
     use_fork = workers > 1 and 'fork' in mp.get_all_start_methods()
+    if use_fork and not forked_autograd_works():
+        print(f'{desc}: forked workers cannot run autograd in this process (torch.compile ran here before a backward pass); '
+              f'running the {n} jobs here, one after another', flush=True)
+        use_fork = False
     if not use_fork:
         old = torch.get_num_threads(); torch.set_num_threads(threads)
         try:

@@ -169,3 +169,37 @@ def test_per_tensor_transforms_run_inside_our_fused_step(names, monkeypatch):
             assert [t in T._COMPILED for t in opt.grad_transforms] == [i < len(names) - inside for i in range(len(names))]
         assert all(int(t.step) == 4 for t in opt.grad_transforms)        # each counted every step, inside the step or not
     close(*out, torch.float32)
+
+def test_run_parallel_after_a_compiled_step():
+    """torch.compile followed by a backward pass in a process forbids autograd in its forked children: run_parallel then
+    runs the jobs in the process itself, says so, and gives the same results (run in a subprocess: the state is per process)."""
+    import subprocess, sys, textwrap
+    code = textwrap.dedent('''
+        import torch
+        from gradual_opt.experiments import run_parallel, forked_autograd_works
+        def job(k):
+            x = torch.tensor(float(k), requires_grad=True); (x**3).backward(); return float(x.grad)
+        assert forked_autograd_works()
+        before = run_parallel(job, [1, 2, 3], workers=2)
+        torch.compile(lambda t: t.sin()*2, fullgraph=True)(torch.ones(3))           # a compiled step (inference) ...
+        x = torch.ones(2, requires_grad=True); (x*2).sum().backward()               # ... then training in the same process
+        assert not forked_autograd_works()
+        after = run_parallel(job, [1, 2, 3], workers=2)
+        assert before == after == [3., 12., 27.], (before, after)
+        print('ok')
+    ''')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and 'ok' in out.stdout, out.stdout + out.stderr
+    assert 'running the 3 jobs here, one after another' in out.stdout
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-6), (torch.bfloat16, 8e-3)])
+def test_rms_compiled_by_hand(dtype, tol):
+    """rms_ as a compiled step runs it (float64 inside, not hypot) against sqrt(b2 r^2 + (1-b2) g^2) by hand in Python
+    floats, at values whose squares overflow (1e30) or underflow (1e-30) in fp32; the eager form alongside."""
+    import math
+    from gradual_opt.stages import rms_
+    r0 = torch.tensor([0., 3., 1e30, 1e-30, 2e-38], dtype=dtype); g = torch.tensor([1e30, -4., 1e30, 1e-30, 0.], dtype=dtype)
+    want = torch.tensor([math.sqrt(0.999*a*a + 0.001*b*b) for a, b in zip(r0.tolist(), g.tolist())], dtype=torch.float64)
+    for f in (rms_, torch.compile(rms_, fullgraph=True)):
+        r = [r0.clone()]; f(r, [g], 0.999)
+        torch.testing.assert_close(r[0].double(), want, rtol=tol, atol=0)
