@@ -126,9 +126,10 @@ class TransformedOptimizer:
         if hasattr(self, '_check_ready'): self._check_ready()   # our optimizers' checks, before the transforms touch a gradient
         k = len(self.grad_transforms) - self.in_step()
         self.transform_grads(self.grad_transforms[:k])
-        with torch.no_grad():                                    # the others count their step here and map inside the fused step
-            ps = [p for g in self.param_groups for p in g['params'] if p.grad is not None]
-            self._grad_maps = tuple((t.apply_eligible, t.begin(ps)[1]) for t in self.grad_transforms[k:])
+        if k < len(self.grad_transforms):
+            with torch.no_grad():                                # the others count their step here and map inside the fused step
+                ps = [p for g in self.param_groups for p in g['params'] if p.grad is not None]
+                self._grad_maps = tuple((t.apply_eligible, t.begin(ps)[1]) for t in self.grad_transforms[k:])
         try: _unhooked(self._base_cls.step)(self)
         finally: self._grad_maps = ()
         return loss
