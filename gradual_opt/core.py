@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['FUSED_BUCKET', 'check_nonneg', 'check_lr', 'check_in_unit', 'check_betas', 'check_positive_int', 'safe_eps',
            'counter', 'check_at_least', 'run_closure', 'compiler_problem', 'Checkpointing', 'Scheduling', 'size_to_run',
-           'param_comments', 'signature_doc', 'documented', 'GradualOptimizer', 'Method', 'register', 'registry',
+           'param_comments', 'signature_doc', 'documented', 'FusedStep', 'Partial', 'reduce_by', 'reduce_ranks',
+           'collective_device', 'GlobalStatistics', 'StepLoop', 'GradualOptimizer', 'Method', 'register', 'registry',
            'registry_table']
 
 # %% ../nbs/92_core.ipynb #42867cf6
@@ -51,10 +52,6 @@ _OPTIONS = ('maximize', 'foreach', 'differentiable', 'capturable', 'fused')   # 
 def _group_device(group):
     ps = group['params']
     return ps[0].device if ps else torch.device('cpu')
-
-def _own(out, view:dict, group:dict):
-    "What `update` returned, with the copy of the group it was given (`view`) replaced by the group itself, for `finish`."
-    return (group, *out[1:]) if isinstance(out, tuple) and out and out[0] is view else out
 
 def counter(value=0, device=None)->torch.Tensor:
     "A step counter: a fresh 0-d float64 tensor on `device` (from an int, a float or a tensor), exact up to 2**53 steps (float32 stops at 2**24)."
@@ -219,12 +216,163 @@ def documented(cls:type)->type:
     if init is not None and not init.__doc__: init.__doc__ = signature_doc(init) or None
     return cls
 
-# %% ../nbs/92_core.ipynb #coremain
-class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
-    "Base class of every optimizer here: closure, checks, the step counter, per-group `update`, torch-conformant state dicts."
+# %% ../nbs/92_core.ipynb #corefused
+class FusedStep:
+    "Optimizer mixin: `fused=True`'s compiled `update`, bucket by bucket (see \"The fused step\" below)."
+    def compiled(self, fn):
+        "`fn` under `torch.compile(fullgraph=True)`, made once per optimizer and kept off its state."
+        cache = self.__dict__.setdefault('_compiled', {})
+        key = getattr(fn, '__func__', fn)              # a bound method is a new object at each access
+        if key not in cache: cache[key] = torch.compile(fn, fullgraph=True)
+        return cache[key]
 
+    def lr_input(self, group):
+        "The group's lr as a compiled step takes it: a float as a 0-d float64 tensor, refilled each step."
+        lr = group['lr']                               # (a new float would recompile the step)
+        if torch.is_tensor(lr): return lr
+        boxes = self.__dict__.setdefault('_lr_boxes', {})
+        box = boxes.get(id(group))
+        if box is None: box = boxes[id(group)] = torch.zeros((), dtype=torch.float64, device=_group_device(group))
+        return box.fill_(lr)
+
+    def compiled_view(self, group)->dict:
+        "What a compiled function sees of `group`: its hyper-parameters and `lr_input`'s lr, not its parameters."
+        return {**{k: v for k, v in group.items() if k != 'params'}, 'lr': self.lr_input(group)}   # (no guard per p)
+
+    def _mapped_update(self, maps:tuple, group, params, grads, states):
+        "`update` after `maps`: each `(f, arg)` maps the gradients in place by `f(params, arg)`."
+        for f, arg in maps: f(params, arg)
+        return self.update(group, params, grads, states)
+
+    def _fused(self, group, ps, gs, sts, sc:dict)->list:
+        "The compiled `update` over buckets of at most `FUSED_BUCKET` tensors: `[(offset, what it returned)]`."
+        maps = self.__dict__.get('_grad_maps') or ()   # `with_transforms`' per-tensor transforms, same kernel
+        fn = self.compiled(self._mapped_update if maps else self.update)
+        view, outs = self.compiled_view(group), []
+        for i in range(0, len(ps), FUSED_BUCKET):
+            cut = slice(i, i + FUSED_BUCKET)              # per-tensor scalars (1-d) are cut with the bucket
+            v = {**view, **{k: x[cut] if torch.is_tensor(x) and x.dim() == 1 else x for k, x in sc.items()}}
+            args = (v, ps[cut], gs[cut], sts[cut])
+            outs.append((i, fn(maps, *args) if maps else fn(*args)))
+        return outs
+
+# %% ../nbs/92_core.ipynb #coreglobal
+@dataclasses.dataclass
+class Partial:
+    "What `update` returns for a statistic over many tensors (see above)."
+    stats:torch.Tensor    # (statistics, pieces) float64: statistic k of piece j
+    tensors:list          # piece j's tensor: its index in the lists `update` was given
+    carry:tuple = ()      # what `apply` needs after the combine
+
+def reduce_by(x:torch.Tensor, idx:torch.Tensor|None, n:int, how:str)->torch.Tensor:
+    "Reduce the columns of `x` (statistics × pieces) by `how` within `n` domains (`idx[j]`: piece j's; None: one)."
+    if idx is None: return x.logsumexp(1, keepdim=True) if how == 'logsumexp' else x.sum(1, keepdim=True)
+    if how == 'sum': return x.new_zeros(x.shape[0], n).index_add(1, idx, x)
+    ix = idx.expand(x.shape[0], -1)                # log Σ exp, shifted by each domain's max; all -inf gives -inf
+    mx = x.new_full((x.shape[0], n), -math.inf).scatter_reduce(1, ix, x, 'amax')
+    mx = torch.where(mx.isfinite(), mx, 0.)
+    return x.new_zeros(x.shape[0], n).index_add(1, idx, (x - mx.gather(1, ix)).exp()).log() + mx
+
+def reduce_ranks(x:torch.Tensor, how:str, groups:list)->torch.Tensor:
+    "`x` reduced elementwise by `how` over the ranks of each process group in turn (None: the default group)."
+    import torch.distributed as dist
+    for pg in groups:
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size(pg))]
+        dist.all_gather(out, x.contiguous(), group=pg)
+        x = torch.stack(out).logsumexp(0) if how == 'logsumexp' else torch.stack(out).sum(0)
+    return x
+
+def collective_device(groups:list)->torch.device:
+    "Where a collective's tensors live when this rank has no piece: CUDA under NCCL, else the CPU."
+    import torch.distributed as dist
+    nccl = any(dist.get_backend(g) == 'nccl' for g in groups)
+    return torch.device('cuda', torch.cuda.current_device()) if nccl else torch.device('cpu')
+
+# %% ../nbs/92_core.ipynb #coreglob2
+class GlobalStatistics:
+    "Optimizer mixin: a statistic over many tensors, declared by the method and combined by the core (see above)."
+    global_stats:tuple = ()   # the names of the statistics, one row of `Partial.stats` each; () for per-element methods
+    stat_reduce:str = 'sum'   # how they combine over pieces, groups and ranks: 'sum' or 'logsumexp'
+    def stat_domain(self, group)->str|None: return 'global'   # 'global', 'group', 'tensor', or None: no statistic
+    def stat_ranks(self)->tuple: return [], False   # process groups to reduce over; whether a tensor spans ranks
+    def apply(self, group, part:Partial, total:torch.Tensor): raise NotImplementedError
+
+    def _domains(self, shares:list, counts:dict, ranks:list, split:bool)->tuple:
+        "Each piece's domain number, the number of domains, and how many (first) are reduced over `ranks`."
+        kinds, shared = [self.stat_domain(g) for g in self.param_groups], []
+        if ranks:                        # the same shared domains on every rank, whatever gradients it has
+            shared += ['global'] if 'global' in kinds else []
+            shared += [('group', i) for i, k in enumerate(kinds) if k == 'group']
+            shared += [('tensor', i, j) for i, n in counts.items() if split and kinds[i] == 'tensor' for j in range(n)]
+        doms, idx = {d: i for i, d in enumerate(shared)}, []
+        key = lambda i, t: {'global': 'global', 'group': ('group', i)}.get(kinds[i], ('tensor', i, t))
+        for i, off, part in shares: idx += [doms.setdefault(key(i, off + t), len(doms)) for t in part.tensors]
+        return idx, len(doms), len(shared)
+
+    def _apply_global(self, shares:list, counts:dict):
+        "Combine `shares`, `[(group's index, bucket's offset, Partial)]`, over their domains and ranks; apply each."
+        ranks, split = self.stat_ranks()
+        idx, n, n_shared = self._domains(shares, counts, ranks, split)
+        if not idx and not n_shared: return
+        dev = shares[0][2].stats.device if shares else collective_device(ranks)
+        k = len(self.global_stats)
+        x = torch.cat([p.stats.to(dev) for *_, p in shares], 1) if shares else torch.zeros(k, 0, dtype=torch.float64)
+        at = None if n == 1 else torch.tensor(idx, dtype=torch.long).to(dev, non_blocking=True)   # no wait
+        tot = reduce_by(x.to(dev), at, n, self.stat_reduce)
+        if n_shared: tot = torch.cat([reduce_ranks(tot[:, :n_shared], self.stat_reduce, ranks), tot[:, n_shared:]], 1)
+        tot, start = tot.expand(-1, len(idx)) if at is None else tot[:, at], 0
+        for i, off, part in shares:
+            g, w = self.param_groups[i], part.stats.shape[1]
+            t = tot[:, start:start + w].to(part.stats.device); start += w
+            if g.get('fused'): self.compiled(self.apply)(self.compiled_view(g), part, t)
+            else: self.apply(g, part, t)
+
+# %% ../nbs/92_core.ipynb #corestep
+class StepLoop:
+    "Optimizer mixin: `step()`, the loop over param groups that every method shares."
+    def _check_ready(self):
+        "Everything that can fail before any group moves: sparse gradients, an unset schedule length."
+        name = type(self).__name__
+        for group in self.param_groups:
+            if any(p.grad is not None and p.grad.is_sparse for p in group['params']):
+                raise RuntimeError(f"{name} does not support sparse gradients")
+            if self.scheduled and self.needs_total_steps(group) and group['total_steps'] is None:
+                raise RuntimeError(f"{name}: total_steps is not set. Pass total_steps=..., call opt.set_schedule("
+                                   "total_steps=...), or add your trainer's callback, which sets it for each run: "
+                                   "FitSchedule() (gradual_opt.fastai), HFSchedule() (gradual_opt.hf), "
+                                   "LightningSchedule() (gradual_opt.lightning).")
+
+    def _scalars(self, group, states)->dict:
+        "`scalars(group, states)`, refusing a name that would hide one of the group's hyper-parameters."
+        sc = self.scalars(group, states)
+        clash = [k for k in sc if k in group]        # (a plain loop: torch.compile(opt.step) traces this too)
+        if clash: raise KeyError(f"{type(self).__name__}.scalars returned {clash}, which the param group has already")
+        return sc
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        "One step for every param group; returns `closure()` if given (evaluated once, with gradients enabled)."
+        loss, shares, counts = run_closure(closure), [], {}   # shares: `Partial`s, combined once every group is done
+        self._check_ready()
+        for i, group in enumerate(self.param_groups):
+            if not torch.is_tensor(group['step']): group['step'] = counter(group['step'], _group_device(group))
+            group['step'] += 1
+            if not (ps := [p for p in group['params'] if p.grad is not None]): continue
+            gs = torch._foreach_neg([p.grad for p in ps]) if group['maximize'] else [p.grad for p in ps]
+            sts = [self._state(p, group) for p in ps]
+            sc = self._scalars(group, sts)
+            if group.get('fused'): outs = self._fused(group, ps, gs, sts, sc)   # the compiled update, by buckets
+            else: outs = [(0, self.update({**group, **sc} if sc else group, ps, gs, sts))]
+            shares += [(i, off, out) for off, out in outs if out is not None]
+            counts[i] = len(ps)
+        if self.global_stats: self._apply_global(shares, counts)
+        return loss
+
+# %% ../nbs/92_core.ipynb #coremain
+class GradualOptimizer(StepLoop, GlobalStatistics, FusedStep, Scheduling, Checkpointing, torch.optim.Optimizer):
+    "Base class of every optimizer here: checks, the step counter, per-group `update`, torch-conformant state dicts."
     def __init_subclass__(cls, **kwargs):
-        "Give a subclass's `__init__` a docstring listing its parameters (what `help()` and IDEs show), from its signature's comments."
+        "Give a subclass's `__init__` a docstring listing its parameters (what `help()` and IDEs show)."
         super().__init_subclass__(**kwargs)
         documented(cls)
 
@@ -239,110 +387,27 @@ class GradualOptimizer(Scheduling, Checkpointing, torch.optim.Optimizer):
     def add_param_group(self, param_group:dict):
         "torch's `add_param_group`, refusing complex parameters, and giving the group its own step counter."
         super().add_param_group(param_group)
-        g = self.param_groups[-1]
-        if any(torch.is_complex(p) for p in g['params']):
-            self.param_groups.pop()
-            raise ValueError(f"{type(self).__name__} does not support complex parameters: optimise torch.view_as_real(p) instead")
-        if len({p.device for p in g['params']}) > 1:   # its statistics are combined per group, on one device
-            self.param_groups.pop()
-            raise ValueError(f"{type(self).__name__}: a param group's parameters must be on one device; give each device its own group")
+        g, name = self.param_groups[-1], type(self).__name__
+        why = (f"{name} does not support complex parameters: optimise torch.view_as_real(p) instead"
+               if any(torch.is_complex(p) for p in g['params']) else   # a group's statistics are combined on one device
+               f"{name}: a param group's parameters must be on one device; give each its own group"
+               if len({p.device for p in g['params']}) > 1 else None)
+        if why: self.param_groups.pop(); raise ValueError(why)
         g['step'] = counter(g.get('step', 0), _group_device(g))
         if g.get('fused'):
-            why = 'fused=True and foreach=True cannot both be set' if g.get('foreach') else compiler_problem(_group_device(g))
-            if why:
-                self.param_groups.pop()
-                raise RuntimeError(f"{type(self).__name__}(fused=True): {why}. Use fused=None (the eager step).")
+            why = 'fused=True and foreach=True cannot both be set' if g.get('foreach') else None
+            why = why or compiler_problem(_group_device(g))
+            if why: self.param_groups.pop(); raise RuntimeError(f"{name}(fused=True): {why}. Use fused=None (eager).")
 
     def init_state(self, p, group)->dict: return {}
     def upgrade_state(self, st:dict): pass   # convert a state saved by an older version, in place
-    def scalars(self, group, states)->dict: return {}   # this step's constants (0-d tensors; 1-d: one per tensor), which `update` finds in its group
-    def update(self, group, params, grads, states): raise NotImplementedError
-    def finish(self, pending:list): pass   # after every group's `update`: `pending` holds what they returned (not None)
-
-    def _check_ready(self):
-        "Everything that can fail before any group moves: sparse gradients, an unset schedule length."
-        name = type(self).__name__
-        for group in self.param_groups:
-            for p in group['params']:
-                if p.grad is not None and p.grad.is_sparse: raise RuntimeError(f"{name} does not support sparse gradients")
-            if self.scheduled and self.needs_total_steps(group) and group['total_steps'] is None:
-                raise RuntimeError(f"{name}: total_steps is not set. Pass total_steps=..., call opt.set_schedule(total_steps=...), "
-                                   "or add your trainer's callback, which sets it for each run: FitSchedule() (gradual_opt.fastai), "
-                                   "HFSchedule() (gradual_opt.hf), LightningSchedule() (gradual_opt.lightning).")
-
+    def scalars(self, group, states)->dict: return {}   # the step's constants (0-d; 1-d: per tensor), put in `group`
+    def update(self, group, params, grads, states)->Partial|None: raise NotImplementedError
     def _state(self, p, group)->dict:
         st = self.state[p]
         if not st: st.update(self.init_state(p, group))
         else: self.upgrade_state(st)
         return st
-
-    def compiled(self, fn):
-        "`fn` under `torch.compile(fullgraph=True)`, made once per optimizer and kept off its state (state dicts stay plain)."
-        cache = self.__dict__.setdefault('_compiled', {})
-        key = getattr(fn, '__func__', fn)              # a bound method is a new object at each access
-        if key not in cache: cache[key] = torch.compile(fn, fullgraph=True)
-        return cache[key]
-
-    def lr_input(self, group):
-        "The group's lr as a compiled step takes it: a float goes in as a 0-d float64 tensor, refilled each step (a new float would recompile)."
-        lr = group['lr']
-        if torch.is_tensor(lr): return lr
-        boxes = self.__dict__.setdefault('_lr_boxes', {})
-        box = boxes.get(id(group))
-        if box is None: box = boxes[id(group)] = torch.zeros((), dtype=torch.float64, device=_group_device(group))
-        return box.fill_(lr)
-
-    def _scalars(self, group, states)->dict:
-        "`scalars(group, states)`, refusing a name that would hide one of the group's hyper-parameters."
-        sc = self.scalars(group, states)
-        clash = [k for k in sc if k in group]        # (a plain loop: torch.compile(opt.step) traces this too)
-        if clash: raise KeyError(f"{type(self).__name__}.scalars returned {clash}, which the param group already has")
-        return sc
-
-    def _mapped_update(self, maps:tuple, group, params, grads, states):
-        "`update` after `maps`: each `(f, arg)` maps the gradients of `params` in place by `f(params, arg)` (gradient transforms fused into the step)."
-        for f, arg in maps: f(params, arg)
-        return self.update(group, params, grads, states)
-
-    def _fused(self, group, ps, gs, sts, sc:dict)->list:
-        "The compiled `update` over buckets of at most `FUSED_BUCKET` tensors; returns what each call returned."
-        maps = self.__dict__.get('_grad_maps') or ()   # per-tensor gradient transforms to run in the same kernel (`with_transforms` sets them)
-        fn = self.compiled(self._mapped_update if maps else self.update)
-        # The graph sees the hyper-parameters only, never the group's list of parameters (guarding it costs a check per
-        # tensor per call), and a float lr as a 0-d tensor (a scheduler's new lr would otherwise recompile every step).
-        view = {k: v for k, v in group.items() if k != 'params'}
-        view['lr'] = self.lr_input(group)
-        outs = []
-        for i in range(0, len(ps), FUSED_BUCKET):
-            cut = slice(i, i + FUSED_BUCKET)              # per-tensor scalars (1-d) are cut with the bucket
-            v = {**view, **{k: x[cut] if torch.is_tensor(x) and x.dim() == 1 else x for k, x in sc.items()}}
-            args = (v, ps[cut], gs[cut], sts[cut])
-            outs.append(_own(fn(maps, *args) if maps else fn(*args), v, group))
-        return outs
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        "One step for every param group; returns `closure()` if given (evaluated once, with gradients enabled)."
-        loss = run_closure(closure)
-        self._check_ready()
-        pending = []
-        for group in self.param_groups:
-            if not torch.is_tensor(group['step']): group['step'] = counter(group['step'], _group_device(group))   # set by hand as a number
-            group['step'] += 1
-            ps = [p for p in group['params'] if p.grad is not None]
-            if not ps: continue
-            gs = [p.grad for p in ps]
-            if group['maximize']: gs = torch._foreach_neg(gs)
-            sts = [self._state(p, group) for p in ps]
-            sc = self._scalars(group, sts)
-            if group.get('fused'):       # the compiled update, bucket by bucket (see "The fused step")
-                outs = self._fused(group, ps, gs, sts, sc)
-            else:
-                v = {**group, **sc} if sc else group
-                outs = [_own(self.update(v, ps, gs, sts), v, group)]
-            pending += [o for o in outs if o is not None]   # work that needs every group first (e.g. a statistic over all of them)
-        self.finish(pending)
-        return loss
 
 # %% ../nbs/92_core.ipynb #a807f5fd
 @dataclasses.dataclass

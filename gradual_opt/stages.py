@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['each', 'add_eps_', 'decay_', 'decay_prox_', 'apply_', 'decay_apply_', 'heavy_ball_', 'ema_', 'rms_', 'amax', 'sign',
-           'sign_pow', 'scaled_sign_pow', 'l2_rescale', 'unscaled', 'lp_scale', 'adam_denom', 'bias_correction',
-           'moment_corrections', 'running_max_', 'pth_power', 'pth_moment_', 'pth_root', 'holder_ratio', 'grad_diff_',
-           'scalar_like', 'soft_sign_step_', 's3_state']
+           'sign_pow', 'scaled_sign_pow', 'unscaled', 'lp_scale', 'adam_denom', 'bias_correction', 'moment_corrections',
+           'running_max_', 'pth_power', 'pth_moment_', 'pth_root', 'holder_ratio', 'grad_diff_', 'scalar_like',
+           'soft_sign_step_', 's3_state']
 
 # %% ../nbs/01a_stages.ipynb #40d015fe
 import math
@@ -90,21 +90,6 @@ def scaled_sign_pow(ds:list, e)->tuple:
     s = sign_pow(u, e, keep_nan=False)          # one pass fewer: a NaN rides on m, so on every coefficient (below)
     sq = lambda ts: torch.stack(norms(ts)).double().square()
     return s, torch.stack(m).double(), sq(u), sq(s)
-
-def l2_rescale(m, uu, ss, e, groups:list|None=None):
-    "Eq. 4's coefficient $c_k$ of each piece $k$ (see above; vectors over the pieces, float64); `groups`: which norm each piece belongs to (None: one for all)."
-    if groups is None: total = lambda x, how='sum': getattr(x, how)()        # one norm: reductions over all pieces
-    elif len(set(groups)) == len(groups): total = lambda x, how='sum': x     # each piece a whole tensor: nothing to combine
-    else:                                                                     # pieces of tensors: combine per tensor
-        grp = torch.tensor(groups).to(m.device, non_blocking=True)
-        def total(x, how='sum'):
-            z = torch.zeros(max(groups) + 1, dtype=x.dtype, device=x.device)
-            return (z.scatter_reduce(0, grp, x, 'amax') if how == 'amax' else z.index_add(0, grp, x))[grp]
-    M = total(m, 'amax')
-    r = m/M
-    G, S = total(r.square()*uu), total(r.pow(2*e)*ss)
-    f = torch.where(S > 0, (G/torch.where(S > 0, S, 1)).sqrt(), G*0)     # S = 0: a zero direction, coefficient 0 (G*0 keeps NaN)
-    return f*M*r.pow(e)
 
 def unscaled(m, e):
     "Algorithm 1 (no rescale): the coefficients $m_k^e$ that turn `scaled_sign_pow`'s $s$ back into $\\operatorname{sign}(d)|d|^e$."

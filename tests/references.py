@@ -42,7 +42,7 @@ def _decay(w, lr, wd):
 # GSGD and Gradual Adam (Yuan, Liu & Nie, shared/papers/gsgd_gradual_sgd.txt)
 
 def ref_gsgd(ws, grads, lr, total_steps, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
-             rescale='global', maximize=False, groups=None):
+             rescale='global', maximize=False, groups=None, exponent=None):
     """Gradual SGD, Algorithm 1 (line 4: sign(g)|g|^((t-1)/N)) with the l2 rescale of Eq. 4.
 
     Exponent e = min(1, (t-1)/N), held at 1 (SGD) past the end. The direction d is the gradient or torch SGD's
@@ -57,6 +57,7 @@ def ref_gsgd(ws, grads, lr, total_steps, momentum=0.0, dampening=0.0, nesterov=F
     total_steps, momentum, dampening, nesterov, weight_decay, rescale, maximize) replace the arguments for its
     tensors. None: one group of every tensor. Each group's s uses its own exponent e (its own total_steps); a
     'global' factor is then ||d||/||s|| of the whole vector, each piece of s with its group's e.
+    `exponent(t, N)`: another schedule of e (None: the paper's min(1, (t-1)/N)).
     """
     base = dict(lr=lr, total_steps=total_steps, momentum=momentum, dampening=dampening, nesterov=nesterov,
                 weight_decay=weight_decay, rescale=rescale, maximize=maximize)
@@ -76,7 +77,7 @@ def ref_gsgd(ws, grads, lr, total_steps, momentum=0.0, dampening=0.0, nesterov=F
                 else: bufs[j] = [mom*b + (1 - h['dampening'])*x for b, x in zip(bufs[j], g)]
                 d = [x + mom*b for x, b in zip(g, bufs[j])] if h['nesterov'] else list(bufs[j])
             else: d = g
-            e = min(1.0, (t - 1)/h['total_steps'])
+            e = min(1.0, (t - 1)/h['total_steps']) if exponent is None else exponent(t, h['total_steps'])
             ds[j], ss[j] = d, [_sign(x) if e == 0 else _sign(x)*abs(x)**e for x in d]
         def domain(j):
             r = hyper[j]['rescale']

@@ -60,7 +60,7 @@ def zero_run(kw, shard_group=True):
 
 class LocalOnlyGSGD(GSGD):
     "The negative control: Eq. 4's sums over this rank's shards only (what a sharded GSGD without the all-gather does)."
-    def shared_over(self): return []
+    def stat_ranks(self): return [], False
 
 def fsdp_run(kw, cls=GSGD):
     from torch.distributed.fsdp import fully_shard
