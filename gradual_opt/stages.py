@@ -5,8 +5,7 @@
 # %% auto #0
 __all__ = ['each', 'add_eps_', 'decay_', 'decay_prox_', 'apply_', 'decay_apply_', 'heavy_ball_', 'ema_', 'rms_', 'amax', 'sign',
            'sign_pow', 'scaled_sign_pow', 'unscaled', 'lp_scale', 'adam_denom', 'bias_correction', 'moment_corrections',
-           'running_max_', 'pth_power', 'pth_moment_', 'pth_root', 'holder_ratio', 'grad_diff_', 'scalar_like',
-           'soft_sign_step_', 's3_state']
+           'running_max_', 'pth_power', 'pth_moment_', 'pth_root', 'holder_ratio', 'grad_diff_']
 
 # %% ../nbs/01a_stages.ipynb #40d015fe
 import math
@@ -168,40 +167,3 @@ def grad_diff_(prev:list, gs:list)->list:
     else:                                          # DTensor has no sharding rule for _foreach_copy_
         for a, b in zip(prev, gs): a.copy_(b)
     return d
-
-# %% ../nbs/01a_stages.ipynb #05ea1d27
-def scalar_like(x):
-    "A 0-d zero of `x`'s dtype and device; for a sharded `DTensor` parameter, a replicated DTensor (so it mixes with its reductions)."
-    z = torch.zeros((), dtype=x.dtype, device=x.device)
-    if type(x) in (torch.Tensor, torch.nn.Parameter): return z
-    from torch.distributed.tensor import DTensor, Replicate   # only for tensor subclasses: torch builds without distributed
-    if isinstance(x, DTensor): z = DTensor.from_local(z, x.device_mesh, [Replicate()]*x.device_mesh.ndim)
-    return z
-
-def soft_sign_step_(group, params, grads, states, beta1, beta2):
-    "S3's whole step for one param group (two sweeps: the running max needs every piece first), numerator EMA `beta1`, $p$-th-moment EMA `beta2` (S3 ties them; the ablation unties them)."
-    p, lr, eps = group['p'], group['lr'], group['eps']
-    torch._foreach_add_([st['step'] for st in states], 1.)
-    cs = [st['scale'] for st in states]
-    lists = [params, grads, [st['exp_avg'] for st in states], [st['exp_avg_pow'] for st in states]]
-    bs = batches(group['foreach'], lists)
-    pmax, idx_all = [], []
-    for idx, _, gs, _, _ in bs: pmax += amax(gs); idx_all += idx
-    old, new = running_max_(cs, pmax, idx_all)                      # pass 1: each tensor's max|g| joins its running max c
-    safe = torch.where(new > 0, new, 1)
-    shrink = list(((old/safe)**p).unbind()); safe = list(safe.unbind())   # s is kept in units of c^p: rescale when c grows
-    for idx, xs, gs, ms, ss in bs:                                  # pass 2: the update, batch by batch
-        gp = pth_power(gs, pick(safe, idx), p)                      # (|g|/c)^p in [0, 1]
-        pth_moment_(ss, gp, beta2, pick(shrink, idx)); ema_(ms, gs, beta1)
-        if group['nesterov']:                                       # NAG II: n = b1 m + (1-b1) g, b = (b2 s + (1-b2)|g/c|^p)^(1/p)
-            n = torch._foreach_lerp(ms, gs, 1 - beta1); b = torch._foreach_lerp(ss, gp, 1 - beta2)
-            b = pth_root(b, p)
-        else: n, b = torch._foreach_mul(ms, 1.), pth_root(ss, p)
-        torch._foreach_div_(n, pick(safe, idx))                     # n/c, in the units of b
-        u = holder_ratio(n, b, eps, clamp=beta1 == beta2)         # Theorem 2's bound |n| <= b holds only for tied betas
-        decay_(xs, lr, group['weight_decay']); apply_(xs, u, lr)
-
-def s3_state(p)->dict:
-    "The state of one parameter under S3: step count, momentum $m$, $p$-th moment in units of $c^p$, running max $c$."
-    z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-    return {'step': counter(0, p.device), 'exp_avg': z(), 'exp_avg_pow': z(), 'scale': scalar_like(p)}
