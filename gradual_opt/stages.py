@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['each', 'add_eps_', 'decay_', 'decay_prox_', 'apply_', 'decay_apply_', 'heavy_ball_', 'ema_', 'rms_', 'amax', 'sign',
            'sign_pow', 'scaled_sign_pow', 'unscaled', 'lp_scale', 'adam_denom', 'bias_correction', 'moment_corrections',
-           'running_max_', 'pth_power', 'pth_moment_', 'pth_root', 'holder_ratio', 'grad_diff_']
+           'adam_state', 'adam_upgrade_', 'adam_step_', 'running_max_', 'pth_power', 'pth_moment_', 'pth_root',
+           'holder_ratio', 'grad_diff_']
 
 # %% ../nbs/01a_stages.ipynb #40d015fe
 import math
@@ -121,6 +122,28 @@ def moment_corrections(states:list, beta1:float, beta2:float, q=0.5)->dict:
     torch._foreach_add_(ks, 1.)
     k = torch.stack(ks)                                  # one vector op for all tensors (a group's tensors share a device)
     return {'c1': bias_correction(beta1, k, inverse=True), 's2': bias_correction(beta2, k).pow(-q)}
+
+# %% ../nbs/01a_stages.ipynb #adamstep2
+def adam_state(p)->dict:
+    "An Adam-family parameter's state: step count, first moment `exp_avg`, root `rms` of the second moment."
+    z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
+    return {'step': counter(0, p.device), 'exp_avg': z(), 'rms': z()}
+
+def adam_upgrade_(st:dict):
+    "An older Adam-family state, in place: v itself (`exp_avg_sq`) becomes its root `rms`, a count (`n`) a 0-d `step`."
+    if 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()
+    if 'n' in st: st['step'] = counter(st.pop('n'), st['rms'].device)
+    elif not torch.is_tensor(st['step']): st['step'] = counter(st['step'], st['rms'].device)
+
+def adam_step_(group:dict, params:list, grads:list, firsts:list, states:list, q):
+    "Adam's step, power `q` on v̂: m ← EMA of `firsts`, r ← root of the EMA of `grads`², p ← p(1-ηλ) - η·c1·m/(v̂^q+ε)."
+    (b1, b2), lr, wd = group['betas'], group['lr'], group['weight_decay']
+    c1, s2 = list(group['c1'].unbind()), list(group['s2'].unbind())
+    lists = [params, grads, firsts, [st['exp_avg'] for st in states], [st['rms'] for st in states]]
+    for idx, ps, gs, fs, ms, rs in batches(group['foreach'], lists):
+        ema_(ms, fs, b1); rms_(rs, gs, b2)
+        u = torch._foreach_div(ms, adam_denom(rs, q, pick(s2, idx), group['eps']))
+        decay_(ps, lr, wd); apply_(ps, u, lr, pick(c1, idx))
 
 # %% ../nbs/01a_stages.ipynb #b8e91641
 def running_max_(cs:list, piece_max:list, idx:list)->tuple:
