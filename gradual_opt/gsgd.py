@@ -11,8 +11,8 @@ import torch
 from .core import GradualOptimizer, Partial, register, check_nonneg, check_in_unit, check_betas, counter
 from .schedules import gsgd_exponent, gadam_power
 from .plumbing import batches, pick
-from .stages import (heavy_ball_, decay_, apply_, decay_apply_, scaled_sign_pow, unscaled, ema_, rms_, adam_denom,
-                     moment_corrections)
+from .stages import (heavy_ball_, decay_, apply_, decay_apply_, scaled_sign_pow, unscaled, adam_state,
+                                adam_upgrade_, adam_step_, moment_corrections)
 
 # %% ../nbs/02_gsgd.ipynb #e2047d0e
 _RESCALES = ('global', 'group', 'tensor', None)   # GSGD's rescale: the domain of Eq. 4's sums, or none
@@ -143,7 +143,7 @@ register('GSGD-momentum', GSGD, 'Gradual SGD (Yuan, Liu & Nie), Algorithm 1 + Eq
 
 # %% ../nbs/02_gsgd.ipynb #f698dca2
 class GAdam(GradualOptimizer):
-    "Gradual Adam: Adam whose power q on the second moment v̂ decays from 1/2 to 0 (Algorithm 2), with decoupled weight decay."
+    "Gradual Adam: Adam whose power q on v̂ decays from 1/2 to 0 (Algorithm 2), with decoupled weight decay."
     scheduled = True
     def __init__(self, params,
                  lr:float=1e-3, # learning rate (a number or a 0-d tensor)
@@ -153,33 +153,23 @@ class GAdam(GradualOptimizer):
                  weight_decay:float=0., # decoupled (AdamW-style): p <- p(1 - lr*wd)
                  maximize:bool=False, # maximise the objective instead
                  foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (use_foreach)
-                 fused:bool|None=None): # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
+                 fused:bool|None=None): # one compiled kernel per step (torch.compile); None: the eager step
         check_nonneg('eps', eps); check_nonneg('weight_decay', weight_decay)
-        super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), eps=eps, weight_decay=weight_decay, maximize=maximize,
-                                      foreach=foreach, fused=fused), total_steps)
+        super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize, foreach=foreach, fused=fused), total_steps)
 
-    def init_state(self, p, group):
-        z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-        return {'step': counter(0, p.device), 'exp_avg': z(), 'rms': z()}   # rms = sqrt(v)
-
-    def upgrade_state(self, st):
-        if 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()        # a state saved with v itself
-        if not torch.is_tensor(st['step']): st['step'] = counter(st['step'], st['rms'].device)
+    def init_state(self, p, group): return adam_state(p)
+    def upgrade_state(self, st): adam_upgrade_(st)
 
     def scalars(self, group, states):
-        "The step's scheduled q, and each tensor's step count advanced and its bias corrections c1 = 1/(1-β1^k), s2 = (1-β2^k)^-q."
+        "The step's scheduled q; each tensor's step count advanced, its corrections c1 = 1/(1-β1^k), s2 = (1-β2^k)^-q."
         q = gadam_power(group['step'], group['total_steps'])
         return {'q': q, **moment_corrections(states, *group['betas'], q)}
 
     def update(self, group, params, grads, states):
-        "EMA of g, the root of the EMA of g², then m̂/(v̂^q + ε) with the scheduled q (each tensor's own bias corrections)."
-        (b1, b2), lr, wd = group['betas'], group['lr'], group['weight_decay']
-        c1, s2 = list(group['c1'].unbind()), list(group['s2'].unbind())
-        lists = [params, grads, [st['exp_avg'] for st in states], [st['rms'] for st in states]]
-        for idx, ps, gs, ms, rs in batches(group['foreach'], lists):
-            ema_(ms, gs, b1); rms_(rs, gs, b2)
-            u = torch._foreach_div(ms, adam_denom(rs, group['q'], pick(s2, idx), group['eps']))
-            decay_(ps, lr, wd); apply_(ps, u, lr, pick(c1, idx))
+        "Adam's step (`adam_step_`) on g, with this step's scheduled power q on v̂ (each tensor's own corrections)."
+        adam_step_(group, params, grads, grads, states, group['q'])
 
-register('GAdam', GAdam, 'Gradual Adam (Yuan, Liu & Nie), Algorithm 2', 2, dict(lr=0.01, total_steps=6, weight_decay=0.01),
+register('GAdam', GAdam, 'Gradual Adam (Yuan, Liu & Nie), Algorithm 2', 2,
+         dict(lr=0.01, total_steps=6, weight_decay=0.01),
          summary='power on the second moment from 1/2 to 0: Adam to momentum SGD')

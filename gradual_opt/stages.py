@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['each', 'add_eps_', 'decay_', 'decay_prox_', 'apply_', 'decay_apply_', 'heavy_ball_', 'ema_', 'rms_', 'amax', 'sign',
            'sign_pow', 'scaled_sign_pow', 'unscaled', 'lp_scale', 'adam_denom', 'bias_correction', 'moment_corrections',
-           'running_max_', 'pth_power', 'pth_moment_', 'pth_root', 'holder_ratio', 'grad_diff_', 'scalar_like',
-           'soft_sign_step_', 's3_state']
+           'adam_state', 'adam_upgrade_', 'adam_step_', 'running_max_', 'pth_power', 'pth_moment_', 'pth_root',
+           'holder_ratio', 'grad_diff_']
 
 # %% ../nbs/01a_stages.ipynb #40d015fe
 import math
@@ -123,6 +123,28 @@ def moment_corrections(states:list, beta1:float, beta2:float, q=0.5)->dict:
     k = torch.stack(ks)                                  # one vector op for all tensors (a group's tensors share a device)
     return {'c1': bias_correction(beta1, k, inverse=True), 's2': bias_correction(beta2, k).pow(-q)}
 
+# %% ../nbs/01a_stages.ipynb #adamstep2
+def adam_state(p)->dict:
+    "An Adam-family parameter's state: step count, first moment `exp_avg`, root `rms` of the second moment."
+    z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
+    return {'step': counter(0, p.device), 'exp_avg': z(), 'rms': z()}
+
+def adam_upgrade_(st:dict):
+    "An older Adam-family state, in place: v itself (`exp_avg_sq`) becomes its root `rms`, a count (`n`) a 0-d `step`."
+    if 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()
+    if 'n' in st: st['step'] = counter(st.pop('n'), st['rms'].device)
+    elif not torch.is_tensor(st['step']): st['step'] = counter(st['step'], st['rms'].device)
+
+def adam_step_(group:dict, params:list, grads:list, firsts:list, states:list, q):
+    "Adam's step, power `q` on v̂: m ← EMA of `firsts`, r ← root of the EMA of `grads`², p ← p(1-ηλ) - η·c1·m/(v̂^q+ε)."
+    (b1, b2), lr, wd = group['betas'], group['lr'], group['weight_decay']
+    c1, s2 = list(group['c1'].unbind()), list(group['s2'].unbind())
+    lists = [params, grads, firsts, [st['exp_avg'] for st in states], [st['rms'] for st in states]]
+    for idx, ps, gs, fs, ms, rs in batches(group['foreach'], lists):
+        ema_(ms, fs, b1); rms_(rs, gs, b2)
+        u = torch._foreach_div(ms, adam_denom(rs, q, pick(s2, idx), group['eps']))
+        decay_(ps, lr, wd); apply_(ps, u, lr, pick(c1, idx))
+
 # %% ../nbs/01a_stages.ipynb #b8e91641
 def running_max_(cs:list, piece_max:list, idx:list)->tuple:
     "Per tensor, $c \\leftarrow \\max(c, \\max|g|)$ over all of its pieces, in place in `cs`; returns the old and new values as vectors."
@@ -168,40 +190,3 @@ def grad_diff_(prev:list, gs:list)->list:
     else:                                          # DTensor has no sharding rule for _foreach_copy_
         for a, b in zip(prev, gs): a.copy_(b)
     return d
-
-# %% ../nbs/01a_stages.ipynb #05ea1d27
-def scalar_like(x):
-    "A 0-d zero of `x`'s dtype and device; for a sharded `DTensor` parameter, a replicated DTensor (so it mixes with its reductions)."
-    z = torch.zeros((), dtype=x.dtype, device=x.device)
-    if type(x) in (torch.Tensor, torch.nn.Parameter): return z
-    from torch.distributed.tensor import DTensor, Replicate   # only for tensor subclasses: torch builds without distributed
-    if isinstance(x, DTensor): z = DTensor.from_local(z, x.device_mesh, [Replicate()]*x.device_mesh.ndim)
-    return z
-
-def soft_sign_step_(group, params, grads, states, beta1, beta2):
-    "S3's whole step for one param group (two sweeps: the running max needs every piece first), numerator EMA `beta1`, $p$-th-moment EMA `beta2` (S3 ties them; the ablation unties them)."
-    p, lr, eps = group['p'], group['lr'], group['eps']
-    torch._foreach_add_([st['step'] for st in states], 1.)
-    cs = [st['scale'] for st in states]
-    lists = [params, grads, [st['exp_avg'] for st in states], [st['exp_avg_pow'] for st in states]]
-    bs = batches(group['foreach'], lists)
-    pmax, idx_all = [], []
-    for idx, _, gs, _, _ in bs: pmax += amax(gs); idx_all += idx
-    old, new = running_max_(cs, pmax, idx_all)                      # pass 1: each tensor's max|g| joins its running max c
-    safe = torch.where(new > 0, new, 1)
-    shrink = list(((old/safe)**p).unbind()); safe = list(safe.unbind())   # s is kept in units of c^p: rescale when c grows
-    for idx, xs, gs, ms, ss in bs:                                  # pass 2: the update, batch by batch
-        gp = pth_power(gs, pick(safe, idx), p)                      # (|g|/c)^p in [0, 1]
-        pth_moment_(ss, gp, beta2, pick(shrink, idx)); ema_(ms, gs, beta1)
-        if group['nesterov']:                                       # NAG II: n = b1 m + (1-b1) g, b = (b2 s + (1-b2)|g/c|^p)^(1/p)
-            n = torch._foreach_lerp(ms, gs, 1 - beta1); b = torch._foreach_lerp(ss, gp, 1 - beta2)
-            b = pth_root(b, p)
-        else: n, b = torch._foreach_mul(ms, 1.), pth_root(ss, p)
-        torch._foreach_div_(n, pick(safe, idx))                     # n/c, in the units of b
-        u = holder_ratio(n, b, eps, clamp=beta1 == beta2)         # Theorem 2's bound |n| <= b holds only for tied betas
-        decay_(xs, lr, group['weight_decay']); apply_(xs, u, lr)
-
-def s3_state(p)->dict:
-    "The state of one parameter under S3: step count, momentum $m$, $p$-th moment in units of $c^p$, running max $c$."
-    z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-    return {'step': counter(0, p.device), 'exp_avg': z(), 'exp_avg_pow': z(), 'scale': scalar_like(p)}

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter, signature_doc, documented, compiler_problem, FUSED_BUCKET
 from .plumbing import batches, pick, norms, tensor_norms, acc_dtype
-from .stages import ema_, rms_, adam_denom, moment_corrections, decay_, apply_, amax, each
+from .stages import adam_state, adam_upgrade_, adam_step_, moment_corrections, amax, each
 
 # %% ../nbs/05_transforms.ipynb #88517d1f
 _COMPILED = weakref.WeakKeyDictionary()   # a fused transform's compiled apply, by transform
@@ -399,42 +399,34 @@ class AGRAdamW(GradualOptimizer):
                  weight_decay:float=1e-2, # decoupled: p <- p(1 - lr*wd)
                  min_ndim:int=2, # AGR only on gradients with at least this many dims; the others get plain AdamW
                  until:float|None=None, # AGR only while step <= until * total_steps (None: always)
-                 total_steps:int|None=None, # length of training (needed only with `until`; `set_schedule`/`FitSchedule` can set it)
+                 total_steps:int|None=None, # training's length, needed only with `until` (or from `set_schedule`)
                  maximize:bool=False, # maximise the objective instead (torch convention)
                  foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
-                 fused:bool|None=None): # one compiled kernel per step (torch.compile; the first step compiles); None: the eager step
+                 fused:bool|None=None): # one compiled kernel per step (torch.compile); None: the eager step
         check_nonneg('eps', eps); check_nonneg('weight_decay', weight_decay)
-        if isinstance(min_ndim, bool) or not isinstance(min_ndim, int) or min_ndim < 0: raise ValueError(f"Invalid min_ndim value: {min_ndim}")
-        if until is not None and not (isinstance(until, (int, float)) and 0 < until <= 1): raise ValueError(f"Invalid until value: {until}")
-        super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), eps=eps, weight_decay=weight_decay, min_ndim=min_ndim,
-                                      until=until, maximize=maximize, foreach=foreach, fused=fused), total_steps)
-
+        if isinstance(min_ndim, bool) or not isinstance(min_ndim, int) or min_ndim < 0:
+            raise ValueError(f"Invalid min_ndim value: {min_ndim}")
+        if until is not None and not (isinstance(until, (int, float)) and 0 < until <= 1):
+            raise ValueError(f"Invalid until value: {until}")
+        super().__init__(params, dict(lr=lr, betas=check_betas(betas, 2), eps=eps, weight_decay=weight_decay,
+                                      min_ndim=min_ndim, until=until, maximize=maximize, foreach=foreach, fused=fused),
+                         total_steps)
     def needs_total_steps(self, group)->bool: return group['until'] is not None
-
-    def init_state(self, p, group):
-        z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-        return {'step': counter(0, p.device), 'exp_avg': z(), 'rms': z()}   # rms = sqrt(v)
-
-    def upgrade_state(self, st):
-        if 'rms' not in st: st['rms'] = st.pop('exp_avg_sq').sqrt()        # a state saved with v itself
-        if 'n' in st: st['step'] = counter(st.pop('n'), st['rms'].device)
+    def init_state(self, p, group): return adam_state(p)
+    def upgrade_state(self, st): adam_upgrade_(st)
 
     def scalars(self, group, states):
-        "The step's AGR switch (1 while on, as a 0-d tensor), each tensor's step count advanced, and its bias corrections."
+        "The step's AGR switch (1 while on, a 0-d tensor); each tensor's step count advanced, its bias corrections."
         on = 1. if group['until'] is None else (group['step'] <= group['until']*group['total_steps']).double()
         return {'agr_on': on, **moment_corrections(states, *group['betas'])}
 
     def update(self, group, params, grads, states):
-        "AdamW's moments, the first one of Ψ(g) while AGR is on (each tensor's own bias corrections)."
-        (b1, b2), lr, wd = group['betas'], group['lr'], group['weight_decay']
-        c1, s2 = list(group['c1'].unbind()), list(group['s2'].unbind())
-        firsts = [g.clone() if g.ndim >= group['min_ndim'] else g for g in grads]   # Psi(g) for the first moment, raw g for the second
+        "AdamW's step (`adam_step_`, q = 1/2) whose first moment averages Ψ(g) while AGR is on, the second the raw g."
+        firsts = [g.clone() if g.ndim >= group['min_ndim'] else g for g in grads]   # Psi(g) for the first moment
         agr_([f for f, g in zip(firsts, grads) if f is not g], group['agr_on'], group['foreach'])
-        lists = [params, grads, firsts, [st['exp_avg'] for st in states], [st['rms'] for st in states]]
-        for idx, ps, gs, fs, ms, rs in batches(group['foreach'], lists):
-            ema_(ms, fs, b1); rms_(rs, gs, b2)
-            u = torch._foreach_div(ms, adam_denom(rs, 0.5, pick(s2, idx), group['eps']))
-            decay_(ps, lr, wd); apply_(ps, u, lr, pick(c1, idx))
+        adam_step_(group, params, grads, firsts, states, 0.5)
 
-register('AGRAdamW', AGRAdamW, 'AGR paper, Algorithm 2 (AdamW with AGR on the first moment)', 2, dict(lr=0.01, weight_decay=0.01),
+# %% ../nbs/05_transforms.ipynb #agradamwreg
+register('AGRAdamW', AGRAdamW, 'AGR paper, Algorithm 2 (AdamW with AGR on the first moment)', 2,
+         dict(lr=0.01, weight_decay=0.01),
          summary="AdamW whose first moment averages AGR's Psi(g); the second sees the raw gradient")
