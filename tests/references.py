@@ -415,3 +415,52 @@ def ref_autoscale_steps(grad_steps, shapes, p=None, eps=1e-8, center=True, scale
             s = _unbiased_std([float(x) for x in elig])
             if s > 0: p_t = 1 if _autoscale_a(s, 2, eps) < 0.5 else 2
     return out, p_t
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The GSGD paper's baselines (its Appendix A.3 leaves the comparison with normalised gradient/momentum descent open):
+# signSGD with momentum (Signum, Bernstein et al. 2018) and normalised momentum descent (NMD)
+
+def ref_signum(ws, grads, lr, momentum=0.9, weight_decay=0.0, maximize=False):
+    """Signum (Bernstein et al. 2018, signSGD with momentum) with decoupled decay.
+
+    m = b*m + (1-b)*g from m = 0, per entry; p <- p(1 - lr*wd) - lr*sign(m), sign(0) = 0. momentum=0 is signSGD.
+    """
+    ws, out = _copy(ws), []
+    ms = [[0.0]*len(w) for w in ws]
+    for step in grads:
+        for j, g in enumerate(step):
+            g = _g(g, maximize)
+            if g is None: continue
+            _decay(ws[j], lr, weight_decay)
+            for i, x in enumerate(g):
+                ms[j][i] = momentum*ms[j][i] + (1 - momentum)*x
+                ws[j][i] -= lr*_sign(ms[j][i])
+        out.append(_copy(ws))
+    return out
+
+
+def ref_nmd(ws, grads, lr, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False):
+    """Normalised momentum descent: torch SGD's momentum direction, one step of l2 length lr over all tensors.
+
+    Per tensor, as torch.optim.SGD: buf = g at the tensor's first step, then buf = mom*buf + (1-damp)*g;
+    d = g + mom*buf with Nesterov, else d = buf (momentum=0: d = g, normalised gradient descent).
+    ||d|| = sqrt(sum of d_i^2 over every entry of every tensor that has a gradient at this step);
+    p <- p(1 - lr*wd) - lr*d/||d||, and no step (decay only) when ||d|| = 0.
+    """
+    ws, bufs, out = _copy(ws), [None]*len(ws), []
+    for step in grads:
+        ds = {}
+        for j, g in enumerate(step):
+            g = _g(g, maximize)
+            if g is None: continue
+            if momentum == 0: ds[j] = g; continue
+            if bufs[j] is None: bufs[j] = list(g)
+            else: bufs[j] = [momentum*b + (1 - dampening)*x for b, x in zip(bufs[j], g)]
+            ds[j] = [x + momentum*b for x, b in zip(g, bufs[j])] if nesterov else list(bufs[j])
+        norm = math.sqrt(sum(x*x for d in ds.values() for x in d))
+        for j, d in ds.items():
+            _decay(ws[j], lr, weight_decay)
+            ws[j] = [w - (lr*x/norm if norm > 0 else 0.0) for w, x in zip(ws[j], d)]
+        out.append(_copy(ws))
+    return out
