@@ -8,7 +8,9 @@ __all__ = ['lse_by', 'gather_lse', 'eq4_coefficients', 'GSGD', 'GAdam']
 # %% ../nbs/02_gsgd.ipynb #0c09ebc8
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_betas, counter
+from .core import GradualOptimizer
+from .registry import register
+from .checks import check_nonneg, check_in_unit, check_betas, counter
 from .schedules import gsgd_exponent, gadam_power
 from .plumbing import batches, pick
 from .stages import (heavy_ball_, decay_, apply_, decay_apply_, scaled_sign_pow, unscaled, ema_, rms_, adam_denom,

@@ -8,7 +8,9 @@ __all__ = ['adam_update_bound', 's3_update_bound', 'S3', 's3_weight_decay']
 # %% ../nbs/04_s3.ipynb #b9ee434b
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_positive_int, check_at_least
+from .core import GradualOptimizer
+from .registry import register
+from .checks import check_nonneg, check_in_unit, check_positive_int, check_at_least
 from .stages import soft_sign_step_, s3_state
 
 # %% ../nbs/04_s3.ipynb #d762c8f0
