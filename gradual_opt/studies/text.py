@@ -102,26 +102,25 @@ class CharTransformer(nn.Module):
 def count_params(model)->int: return sum(p.numel() for p in model.parameters())
 
 # %% ../../nbs/14_transformer.ipynb #5f3c117b
-class ClippedAdamW(torch.optim.Optimizer):
-    "AdamW whose update m̂/(√v̂+ε) is clipped to [-clip, clip] per coordinate (the S3 paper's Fig. 10 control)."
+class ClippedAdamW(torch.optim.AdamW):
+    "torch's AdamW with its update m̂/(√v̂+ε) clipped to [-clip, clip] per coordinate (the S3 paper's Fig. 10 control)."
     def __init__(self, params, lr:float=1e-3, betas:tuple=(0.9, 0.999), eps:float=1e-8, weight_decay:float=0., clip:float=1.):
         if not clip > 0: raise ValueError(f"Invalid clip value: {clip}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, clip=clip))
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self.defaults['clip'] = clip
+        for g in self.param_groups: g.setdefault('clip', clip)
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad(): loss = closure()
-        for g in self.param_groups:
-            (b1, b2), lr, wd = g['betas'], g['lr'], g['weight_decay']
-            for p in g['params']:
+        "torch's AdamW step; a coordinate that moved more than lr * clip (after the decay) is put back to that distance."
+        before = [[p.detach().clone() for p in g['params']] for g in self.param_groups]
+        loss = super().step(closure)
+        for g, ps0 in zip(self.param_groups, before):
+            lr, cap = g['lr'], g['lr'] * g['clip']
+            for p, p0 in zip(g['params'], ps0):
                 if p.grad is None: continue
-                st = self.state[p]
-                if not st: st.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
-                st['step'] += 1; t = st['step']
-                st['m'].lerp_(p.grad, 1 - b1); st['v'].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                u = (st['m'] / (1 - b1**t)) / ((st['v'] / (1 - b2**t)).sqrt() + g['eps'])
-                p.mul_(1 - lr * wd).add_(u.clamp_(-g['clip'], g['clip']), alpha=-lr)
+                decayed = p0.mul_(1 - lr * g['weight_decay'])          # what AdamW's step starts from
+                move = p - decayed
+                p.copy_(torch.where(move.abs() > cap, decayed + move.sign() * cap, p))   # unclipped: AdamW's own value
         return loss
 
 def warmup_cosine(step:int, # 1-based step
