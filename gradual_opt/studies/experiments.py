@@ -9,12 +9,12 @@ __all__ = ['PAPERS', 'results_dir', 'write_dir', 'save_results', 'load_results',
            'eval_metrics', 'mnist1d_data', 'mnist1d_dls', 'make_optimizer', 'mnist1d_run']
 
 # %% ../../nbs/09_experiments.ipynb #948eeae1
-import os, sys, json, math, time, platform, tempfile, datetime, functools, inspect, warnings
+import os, sys, json, math, time, platform, tempfile, datetime, functools, warnings
 import multiprocessing as mp
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from .repro import is_test
-from ..factory import create_optimizer, param_groups, optimizer_class
+from ..factory import create_optimizer, param_groups
 
 # %% ../../nbs/09_experiments.ipynb #3d179f77
 def results_dir()->Path:
@@ -368,13 +368,13 @@ def make_optimizer(name:str, # 'SGDM', 'AdamW', 'S3', 'AdamW+AGR', ...: see abov
     if bad: raise ValueError(f"make_optimizer: unknown transform {bad} in {name!r}; known: {list(_TRANSFORMS)}")
     reg, hyper = _SHORT.get(base, (base, {}))
     hyper = {**hyper, **kw}
-    cls = optimizer_class(reg)
-    sig = inspect.signature(cls.__init__).parameters
-    if 'total_steps' in sig and 'total_steps' not in hyper:
-        if total_steps is None: raise ValueError(f"make_optimizer: {name} follows the run's progress: pass total_steps")
-        hyper['total_steps'] = total_steps
-    if 'steps_per_epoch' in sig and steps_per_epoch is not None: hyper.setdefault('steps_per_epoch', steps_per_epoch)
-    return create_optimizer(params, reg, lr=lr, weight_decay=wd, transforms=tuple(_TRANSFORMS[t] for t in ts), **hyper)
+    o = create_optimizer(params, reg, lr=lr, weight_decay=wd, transforms=tuple(_TRANSFORMS[t] for t in ts), **hyper)
+    if getattr(o, 'scheduled', False):      # the run's length, set as the trainers' callbacks set it; keywords win
+        if total_steps is None and 'total_steps' not in hyper:
+            raise ValueError(f"make_optimizer: {name} follows the run's progress: pass total_steps")
+        o.set_schedule(total_steps=None if 'total_steps' in hyper else total_steps,
+                       steps_per_epoch=None if 'steps_per_epoch' in hyper else steps_per_epoch)
+    return o
 
 # %% ../../nbs/09_experiments.ipynb #09ad8f47
 def _build(opt, net, lr, wd, N, spe, kw):
