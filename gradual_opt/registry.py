@@ -31,15 +31,16 @@ def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:
     _REGISTRY[name] = Method(name, cls, paper, buffers, dict(test_kwargs), kind, summary, dict(variant or {}))
 
 # %% ../nbs/92d_registry.ipynb #29e66bf9
-METHOD_MODULES = ('gsgd', 'lpsgd', 's3', 's3_untied', 'baselines', 'transforms')   # the modules that call `register`, in reading order
+# the modules that call `register`, in reading order
+METHOD_MODULES = ('gsgd', 'lpsgd', 's3', 's3_untied', 'baselines', 'transforms')
 
 def _rank(module:str)->int:
-    "Where `module` (a class's `__module__`) stands in `METHOD_MODULES`; a class defined elsewhere (a notebook) comes last."
+    "The place of `module` (a class's `__module__`) in `METHOD_MODULES`; one defined elsewhere (a notebook) comes last."
     pkg, _, name = module.rpartition('.')
     return METHOD_MODULES.index(name) if pkg == 'gradual_opt' and name in METHOD_MODULES else len(METHOD_MODULES)
 
 def registry(kind:str|None=None)->list:
-    "Every registered method (or only `kind`: 'optimizer' or 'transform'): by `METHOD_MODULES`, then in registration order."
+    "Every registered method (or only `kind`: 'optimizer' or 'transform'), by `METHOD_MODULES`, then as registered."
     for m in METHOD_MODULES: importlib.import_module(f'gradual_opt.{m}')
     order = {name: i for i, name in enumerate(_REGISTRY)}
     ms = (m for m in _REGISTRY.values() if kind is None or m.kind == kind)

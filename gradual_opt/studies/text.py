@@ -103,15 +103,16 @@ def count_params(model)->int: return sum(p.numel() for p in model.parameters())
 
 # %% ../../nbs/14_transformer.ipynb #5f3c117b
 class ClippedAdamW(torch.optim.AdamW):
-    "torch's AdamW with its update m̂/(√v̂+ε) clipped to [-clip, clip] per coordinate (the S3 paper's Fig. 10 control)."
-    def __init__(self, params, lr:float=1e-3, betas:tuple=(0.9, 0.999), eps:float=1e-8, weight_decay:float=0., clip:float=1.):
+    "torch's AdamW, its update m̂/(√v̂+ε) clipped to [-clip, clip] per coordinate (the S3 paper's Fig. 10 control)."
+    def __init__(self, params, lr:float=1e-3, betas:tuple=(0.9, 0.999), eps:float=1e-8, weight_decay:float=0.,
+                 clip:float=1.):
         if not clip > 0: raise ValueError(f"Invalid clip value: {clip}")
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.defaults['clip'] = clip
         for g in self.param_groups: g.setdefault('clip', clip)
     @torch.no_grad()
     def step(self, closure=None):
-        "torch's AdamW step; a coordinate that moved more than lr * clip (after the decay) is put back to that distance."
+        "torch's AdamW step; a coordinate that moved over lr * clip (after the decay) is put back to that distance."
         before = [[p.detach().clone() for p in g['params']] for g in self.param_groups]
         loss = super().step(closure)
         for g, ps0 in zip(self.param_groups, before):
