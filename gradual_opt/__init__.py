@@ -8,7 +8,8 @@ __all__ = ['GradualOptimizer', 'registry', 'GSGD', 'GAdam', 'LPSGD', 'S3', 'S3Un
            'param_groups', 'register_timm']
 
 # %% ../nbs/95_api.ipynb #44e82cfc
-from .core import GradualOptimizer, registry
+from .core import GradualOptimizer
+from .registry import registry
 from .gsgd import GSGD, GAdam
 from .lpsgd import LPSGD
 from .s3 import S3

@@ -8,7 +8,12 @@ __all__ = []
 # %% ../nbs/index.ipynb #28d3dc7f
 import importlib as _il, pkgutil as _pk
 import gradual_opt as _pkg
-# Every module of the package, globbed: a new method's notebook needs no line here. Each module's own __all__ is the API.
-_mods = [_il.import_module(f'gradual_opt.{m.name}') for m in _pk.iter_modules(_pkg.__path__) if not m.name.startswith('_') and m.name not in ('all', 'hf', 'lightning')]   # those two need transformers / lightning: import them by name
+# Every module of the library, globbed (a new method's notebook needs no line here), then the study modules by name;
+# hf and lightning need transformers / lightning: import them by name. Each module's own __all__ is the API.
+_skip = ('all', 'hf', 'lightning', 'studies')
+_names = [f'gradual_opt.{m.name}' for m in _pk.iter_modules(_pkg.__path__)
+          if not m.name.startswith('_') and m.name not in _skip]
+_names += [f'gradual_opt.studies.{m}' for m in ('repro', 'diagnostics', 'experiments', 'text')]
+_mods = [_il.import_module(n) for n in _names]
 for _m in _mods: globals().update({n: getattr(_m, n) for n in _m.__all__})
 __all__ = [n for _m in _mods for n in _m.__all__]

@@ -8,7 +8,9 @@ __all__ = ['Lion', 'Adan']
 # %% ../nbs/04b_baselines.ipynb #d0a7dbb2
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_betas, safe_eps
+from .core import GradualOptimizer
+from .registry import register
+from .checks import check_nonneg, check_betas, safe_eps
 from .plumbing import batches
 from .stages import ema_, sign, rms_, grad_diff_, bias_correction, adam_denom, decay_, decay_prox_, apply_
 

@@ -9,7 +9,7 @@ __all__ = ['NORM_LAYERS', 'no_decay_default', 'param_groups', 'optimizer_class',
 # %% ../nbs/94_factory.ipynb #489c3f95
 import inspect, functools
 import torch, torch.nn as nn
-from .core import registry
+from .registry import registry
 from .transforms import GradTransform, with_transforms
 
 # %% ../nbs/94_factory.ipynb #e467b50a

@@ -8,7 +8,9 @@ __all__ = ['eq4_stats', 'eq4_coefficients', 'Eq4Rescale', 'GSGD', 'GAdam']
 # %% ../nbs/02_gsgd.ipynb #0c09ebc8
 import math
 import torch
-from .core import GradualOptimizer, Partial, register, check_nonneg, check_in_unit, check_betas, counter
+from .core import GradualOptimizer, Partial
+from .registry import register
+from .checks import check_nonneg, check_in_unit, check_betas
 from .schedules import gsgd_exponent, gadam_power
 from .plumbing import batches, pick
 from .stages import (heavy_ball_, decay_, apply_, decay_apply_, scaled_sign_pow, unscaled, adam_state,

@@ -8,7 +8,9 @@ __all__ = ['Signum', 'nmd_coefficients', 'NMD']
 # %% ../nbs/02a_gsgd_baselines.ipynb #f1868495
 import math
 import torch
-from .core import GradualOptimizer, Partial, register, check_nonneg, check_in_unit
+from .core import GradualOptimizer, Partial
+from .registry import register
+from .checks import check_nonneg, check_in_unit
 from .plumbing import batches, pick
 from .stages import ema_, sign, heavy_ball_, scaled_sign_pow, decay_apply_
 from .gsgd import Eq4Rescale

@@ -6,7 +6,7 @@
 __all__ = ['HFSchedule']
 
 # %% ../nbs/06b_hf.ipynb #74df3e37
-from .core import size_to_run
+from .checkpointing import size_to_run
 try: from transformers import TrainerCallback
 except ImportError as e: raise ImportError("gradual_opt.hf needs transformers: pip install transformers") from e
 

@@ -7,7 +7,7 @@ __all__ = ['LightningSchedule']
 
 # %% ../nbs/06c_lightning.ipynb #8e0e657b
 import math
-from .core import size_to_run
+from .checkpointing import size_to_run
 try: from lightning.pytorch import Callback
 except ImportError as e: raise ImportError("gradual_opt.lightning needs lightning: pip install lightning") from e
 

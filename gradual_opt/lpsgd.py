@@ -8,7 +8,9 @@ __all__ = ['lp_rho', 'lpsgd_p', 'LPSGD']
 # %% ../nbs/03_lpsgd.ipynb #16aeccc8
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_positive_int
+from .core import GradualOptimizer
+from .registry import register
+from .checks import check_nonneg, check_in_unit, check_positive_int
 from .schedules import cosine_p
 from .plumbing import batches
 from .stages import ema_, lp_scale, decay_, apply_

@@ -8,8 +8,9 @@ __all__ = ['adam_update_bound', 's3_update_bound', 'scalar_like', 'running_scale
 # %% ../nbs/04_s3.ipynb #b9ee434b
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_in_unit, check_positive_int, check_at_least
-from .core import counter
+from .core import GradualOptimizer
+from .registry import register
+from .checks import check_nonneg, check_in_unit, check_positive_int, check_at_least, counter
 from .plumbing import batches, pick
 from .stages import amax, running_max_, pth_power, pth_moment_, pth_root, holder_ratio, ema_, decay_, apply_
 

@@ -8,7 +8,9 @@ __all__ = ['S3Untied']
 # %% ../nbs/04a_s3_untied.ipynb #074958f7
 import math
 import torch
-from .core import GradualOptimizer, register, check_nonneg, check_betas, check_at_least
+from .core import GradualOptimizer
+from .registry import register
+from .checks import check_nonneg, check_betas, check_at_least
 from .s3 import S3
 
 # %% ../nbs/04a_s3_untied.ipynb #ed14c572

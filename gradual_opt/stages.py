@@ -11,7 +11,7 @@ __all__ = ['each', 'add_eps_', 'decay_', 'decay_prox_', 'apply_', 'decay_apply_'
 # %% ../nbs/01a_stages.ipynb #40d015fe
 import math
 import torch
-from .core import safe_eps, counter
+from .checks import safe_eps, counter
 from .plumbing import norms, tensor_norms, acc_dtype, batches, pick
 
 # %% ../nbs/01a_stages.ipynb #c0cd8a04

@@ -12,7 +12,10 @@ __all__ = ['GradTransform', 'TransformedOptimizer', 'with_transforms', 'centrali
 import math, copy, inspect, weakref
 import torch
 from torch import Tensor
-from .core import GradualOptimizer, register, check_nonneg, check_betas, run_closure, counter, signature_doc, documented, compiler_problem, FUSED_BUCKET
+from .core import GradualOptimizer, run_closure, FUSED_BUCKET
+from .registry import register
+from .checks import check_nonneg, check_betas, counter, compiler_problem
+from .signatures import signature_doc, documented
 from .plumbing import batches, pick, norms, tensor_norms, acc_dtype
 from .stages import adam_state, adam_upgrade_, adam_step_, moment_corrections, amax, each
 

@@ -6,7 +6,8 @@ import copy, pickle
 import pytest, torch, torch.nn as nn
 import torch._dynamo
 
-from gradual_opt.core import GradualOptimizer, registry
+from gradual_opt.core import GradualOptimizer
+from gradual_opt.registry import registry
 from gradual_opt.baselines import Adan
 from gradual_opt.gsgd import GSGD
 from gradual_opt.s3 import S3

@@ -1,7 +1,8 @@
 "fused=True (the compiled step) against the eager step, for every optimizer of the registry: same iterates, no recompile."
 import copy, pytest, torch
 import torch._dynamo
-from gradual_opt.core import registry, compiler_problem
+from gradual_opt.registry import registry
+from gradual_opt.checks import compiler_problem
 
 pytestmark = pytest.mark.skipif(compiler_problem('cpu') is not None, reason=f"no fused step here: {compiler_problem('cpu')}")
 ENTRIES = registry('optimizer')
@@ -175,7 +176,7 @@ def test_run_parallel_after_a_compiled_step():
     import subprocess, sys, textwrap
     code = textwrap.dedent('''
         import torch
-        from gradual_opt.experiments import run_parallel, forked_autograd_works
+        from gradual_opt.studies.experiments import run_parallel, forked_autograd_works
         def job(k):
             x = torch.tensor(float(k), requires_grad=True); (x**3).backward(); return float(x.grad)
         assert forked_autograd_works()

@@ -54,14 +54,15 @@ def _own_init(cls):
 @pytest.mark.parametrize('cls', _classes(), ids=lambda c: c.__name__)
 def test_help_shows_each_parameters_meaning(cls):
     "The comment after each parameter in the source (nbdev's documented signature) is what help() and IDEs must show."
-    from gradual_opt.core import param_comments
+    from gradual_opt.signatures import param_comments
     text = ' '.join(_render(cls).split())
     for name, comment in param_comments(_own_init(cls)).items():
         assert ' '.join(comment.split()) in text, f"{cls.__name__}: help() does not show the meaning of {name!r}: {comment!r}"
 
 def test_parameters_have_meanings():
     "The optimizers' and transforms' own parameters each carry a comment (the meaning help() shows), not just a name."
-    from gradual_opt.core import param_comments, registry
+    from gradual_opt.signatures import param_comments
+    from gradual_opt.registry import registry
     for m in registry():
         init = m.cls.__init__
         missing = [n for n in inspect.signature(init).parameters if n not in ('self', 'params') and n not in param_comments(init)]
@@ -70,7 +71,7 @@ def test_parameters_have_meanings():
 def test_with_transforms_classes_show_their_optimizers_parameters():
     "A class made by `with_transforms` takes its optimizer's arguments, so help() and `inspect.signature` show those."
     from gradual_opt import with_transforms, S3, AGR
-    from gradual_opt.core import param_comments
+    from gradual_opt.signatures import param_comments
     cls = with_transforms(S3, AGR())
     assert inspect.signature(cls) == inspect.signature(S3)
     text = ' '.join(_render(cls).split())

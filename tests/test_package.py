@@ -1,5 +1,6 @@
 "Checks on the package as installed: the public API, the export, the README and the test command."
 import os, subprocess, sys, re
+import pytest
 from pathlib import Path
 import torch
 
@@ -49,6 +50,32 @@ def test_fastai_module_names_the_extra_when_fastai_is_missing():
     r = subprocess.run([sys.executable, '-c', 'import sys; sys.modules["fastai"] = None\nimport gradual_opt.fastai'],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and 'ImportError' in r.stderr and 'pip install "gradual_opt[fastai]"' in r.stderr, r.stderr
+
+STUDY_DEPS = ('matplotlib', 'mnist1d', 'scipy', 'pandas', 'sklearn', 'fastai')   # what the study code needs (torch loads numpy)
+
+def _studies_loaded(code, warnings_are_errors=True, deps=STUDY_DEPS):
+    "Run `code` in a fresh interpreter (`python -W error`): the `gradual_opt.studies` modules and study dependencies it loaded."
+    probe = (f"{code}\nimport sys\nprint(sorted(m for m in sys.modules if m == 'gradual_opt.studies' or "
+             f"m.startswith('gradual_opt.studies.') or m.split('.')[0] in {deps!r}))")
+    r = subprocess.run([sys.executable, *(['-W', 'error'] if warnings_are_errors else []), '-c', probe],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # a file left open is a ResourceWarning raised in a destructor: Python prints it ("Exception ignored") and goes on
+    assert not warnings_are_errors or 'Warning' not in r.stderr, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+def test_the_library_loads_no_study_code_and_leaves_no_file_open():
+    "`import gradual_opt`, the registry and the factory: no study module, no study dependency, no warning (issue 23)."
+    code = ("import torch; import gradual_opt as g; g.list_optimizers(); g.list_optimizers('transform'); g.registry(); "
+            "g.create_optimizer(torch.nn.Linear(3, 2), 'GSGD', lr=0.1, total_steps=10); "
+            "g.create_optimizer(torch.nn.Linear(3, 2), 'S3', transforms=('AGR',)); g.param_groups(torch.nn.Linear(3, 2))")
+    assert _studies_loaded(code) == '[]'
+
+@pytest.mark.parametrize('mod', ['fastai', 'hf', 'lightning'])
+def test_the_integrations_load_no_study_code(mod):
+    "The trainer integrations import their trainer, never the study package (its data helpers included)."
+    pytest.importorskip({'hf': 'transformers', 'lightning': 'lightning.pytorch'}.get(mod, mod))
+    assert _studies_loaded(f'import gradual_opt.{mod}', warnings_are_errors=False, deps=()) == '[]'
 
 def _setup_kwargs():
     "The keyword arguments setup.py hands to setuptools.setup: setup.py run as pip runs it, with setup() recording."

@@ -16,7 +16,7 @@ from gradual_opt.lpsgd import LPSGD
 from gradual_opt.stages import lp_scale
 from gradual_opt.s3 import S3
 from gradual_opt.transforms import AGR, AGRAdamW, AutoscaleNorm, Centralize, agr, with_transforms
-from gradual_opt.core import registry
+from gradual_opt.registry import registry
 
 torch.set_num_threads(1)   # bit-exact comparisons across processes need the same thread count; 2-core CI box
 HERE = Path(__file__).resolve().parent

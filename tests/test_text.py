@@ -1,7 +1,7 @@
-"Tests of gradual_opt.text: the corpus and its split, the batch sampler, the causal transformer, the schedule, the spike detector and lm_run."
+"Tests of gradual_opt.studies.text: the corpus and its split, the batch sampler, the causal transformer, the schedule, the spike detector and lm_run."
 import hashlib, math
 import pytest, torch
-from gradual_opt.text import (CharCorpus, char_corpus, batch_sampler, eval_windows, CharTransformer, count_params, ClippedAdamW,
+from gradual_opt.studies.text import (CharCorpus, char_corpus, batch_sampler, eval_windows, CharTransformer, count_params, ClippedAdamW,
                               warmup_cosine, spike_steps, eval_loss, lm_run)
 
 torch.set_num_threads(1)

@@ -2,7 +2,7 @@
 import contextlib, math, warnings, logging
 import pytest
 import torch, torch.nn as nn
-from gradual_opt.core import registry
+from gradual_opt.registry import registry
 from gradual_opt.gsgd import GSGD
 from gradual_opt.lpsgd import LPSGD
 from gradual_opt.s3 import S3

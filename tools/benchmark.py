@@ -8,7 +8,7 @@
                                                 # torch.cuda.set_sync_debug_mode('error') (tools/gpu_check.sh runs this)
 
 For every block (dtype x thread count x layout) it builds one set of parameters with fixed gradients and, over them,
-every optimizer of `gradual_opt.core.registry('optimizer')` on each path -- 'default' (`foreach=None`) and 'fused'
+every optimizer of `gradual_opt.registry('optimizer')` on each path -- 'default' (`foreach=None`) and 'fused'
 (`fused=True`: the step compiled by torch.compile/Inductor; the first step compiles), and with `--paths` also
 'per-tensor' (`foreach=False`, the readable loop) -- next to torch's SGD, SGD-momentum, AdamW and AdamW-amsgrad
 (foreach and fused) and floors (streaming `_foreach_add_`, and one pow pass on a scratch copy: `_foreach_pow_` eager and `pow_` compiled). It times
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gradual_opt.core import registry          # noqa: E402
+from gradual_opt.registry import registry          # noqa: E402
 from gradual_opt.transforms import with_transforms   # noqa: E402
 from gradual_opt.baselines import Lion               # noqa: E402
 

@@ -4,7 +4,8 @@
 2. The wheel installs torch and torch's own dependencies, nothing else; its metadata (torch the only requirement,
    the `fastai` and `dev` extras, license, classifiers) is what settings.ini says.
 3. The sdist installs too (over the wheel, --no-deps) and imports.
-4. `from gradual_opt import ...` (the public API) imports no fastai/fastcore/matplotlib/pandas/sklearn/seaborn, and adds
+4. `from gradual_opt import ...` (the public API) imports no fastai/fastcore/matplotlib/pandas/sklearn/seaborn (nor, with
+   `list_optimizers()` and `create_optimizer()`, any `gradual_opt.studies` module, which the package ships), and adds
    at most 0.5 s to `import torch` (timed in one process, torch first, best of 5 fresh processes).
 5. `pip install "<wheel>[fastai]" "fastai>=2.8.8"` resolves to the newest fastai (fastcore 2), next to which
    tests/fastai_latest_smoke.py trains with GSGD (`fit`) and S3 (`fit_one_cycle`).
@@ -78,6 +79,11 @@ from gradual_opt import {API}
 assert '/site-packages/' in gradual_opt.__file__, gradual_opt.__file__
 heavy = [m for m in {HEAVY!r} if m in sys.modules]
 assert not heavy, f'import gradual_opt imported {{heavy}}'
+import torch, importlib.util
+gradual_opt.list_optimizers(); gradual_opt.create_optimizer(torch.nn.Linear(3, 2), 'GSGD', lr=0.1, total_steps=10)
+studies = [m for m in sys.modules if m.startswith('gradual_opt.studies')]
+assert not studies, f'the registry and the factory imported study code: {{studies}}'
+assert importlib.util.find_spec('gradual_opt.studies.experiments'), 'the package lacks gradual_opt.studies'
 print(gradual_opt.__version__, gradual_opt.__file__)
 '''
 
