@@ -50,7 +50,7 @@ def adan_direction(ms:list, ds:list, rs:list, c1, c2, s3, eps:float)->list:
     torch._foreach_div_(u, den)
     return u
 
-# %% ../nbs/04b_baselines.ipynb #70e96df5
+# %% ../nbs/04b_baselines.ipynb #2774fd4c
 class Adan(GradualOptimizer):
     "Adan (Xie et al. 2022) as its authors' PyTorch code runs it: moments of g, of its change Δ, and of (g + β2·Δ)²."
     def __init__(self, params,
@@ -91,51 +91,6 @@ class Adan(GradualOptimizer):
             apply_(ps, u, lr)
             if not group['no_prox']: decay_prox_(ps, lr, wd)
 
-# %% ../nbs/04b_baselines.ipynb #17c71d84
-register('Adan', Adan, 'Adan (Xie et al. 2022), a baseline of the S3 paper; with AGR, the AGR paper\'s Algorithm 1', 4,
-         dict(lr=1e-2, weight_decay=0.02), summary="baseline: moments of g, of its change and of (g + beta2 diff)^2")
-
-# %% ../nbs/04b_baselines.ipynb #081662fa
-class Adan(GradualOptimizer):
-    "Adan (Xie et al. 2022) as its authors' PyTorch code runs it: moments of g, of its change Δ, and of (g + β2·Δ)²."
-    def __init__(self, params,
-                 lr:float=1e-3, # learning rate (a number or a 0-d tensor)
-                 betas:tuple=(0.98, 0.92, 0.99), # EMA coefficients of g, of its difference, and of the second moment
-                 eps:float=1e-8, # added to the root of the bias-corrected second moment
-                 weight_decay:float=0., # decoupled weight decay
-                 no_prox:bool=False, # False: p <- p/(1 + lr*wd) after the step (authors'); True: p(1 - lr*wd) before
-                 maximize:bool=False, # maximise the objective instead
-                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
-                 fused:bool|None=None): # one compiled kernel per step (torch.compile); None: the eager step
-        check_nonneg('eps', eps); check_nonneg('weight_decay', weight_decay)
-        super().__init__(params, dict(lr=lr, betas=check_betas(betas, 3), eps=eps, weight_decay=weight_decay,
-                                      no_prox=bool(no_prox), maximize=maximize, foreach=foreach, fused=fused))
-
-    def init_state(self, p, group):
-        z = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)
-        return {'exp_avg': z(), 'exp_avg_diff': z(), 'rms': z()}     # rms = sqrt(n); the previous g comes at step 1
-
-    def scalars(self, group, states):
-        "The step's bias corrections from the group's count t: c1 = 1/(1-β1^t), c2 = β2/(1-β2^t), s3 = (1-β3^t)^-1/2."
-        (b1, b2, b3), t = group['betas'], group['step']
-        return {'c1': bias_correction(b1, t, inverse=True), 'c2': b2*bias_correction(b2, t, inverse=True),
-                's3': bias_correction(b3, t).pow(-0.5)}
-
-    def update(self, group, params, grads, states):
-        "The three moments, then m_hat/(√n_hat + ε) + β2·d_hat/(√n_hat + ε) (bias-corrected by the group's count)."
-        (b1, b2, b3), lr, wd, eps = group['betas'], group['lr'], group['weight_decay'], group['eps']
-        for g, st in zip(grads, states):
-            if 'prev_grad' not in st: st['prev_grad'] = g.detach().clone()     # g_0 = g_1: the first difference is 0
-        lists = [params, grads] + [[st[k] for st in states] for k in ('exp_avg', 'exp_avg_diff', 'rms', 'prev_grad')]
-        for idx, ps, gs, ms, ds, rs, prev in batches(group['foreach'], lists):
-            diff = grad_diff_(prev, gs)
-            ema_(ms, gs, b1); ema_(ds, diff, b2)
-            rms_(rs, torch._foreach_add(gs, diff, alpha=b2), b3)    # n = b3 n + (1-b3)(g + b2 diff)^2, kept as its root
-            u = adan_direction(ms, ds, rs, group['c1'], group['c2'], group['s3'], eps)
-            if group['no_prox']: decay_(ps, lr, wd)
-            apply_(ps, u, lr)
-            if not group['no_prox']: decay_prox_(ps, lr, wd)
-
-# %% ../nbs/04b_baselines.ipynb #7a1fb729
+# %% ../nbs/04b_baselines.ipynb #2389f5c1
 register('Adan', Adan, 'Adan (Xie et al. 2022), a baseline of the S3 paper; with AGR, the AGR paper\'s Algorithm 1', 4,
          dict(lr=1e-2, weight_decay=0.02), summary="baseline: moments of g, of its change and of (g + beta2 diff)^2")

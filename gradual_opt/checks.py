@@ -20,7 +20,8 @@ def check_nonneg(name, value):
 def check_lr(lr):
     "A learning rate: a finite number >= 0, or a one-element floating tensor holding one."
     if torch.is_tensor(lr):
-        if lr.numel() != 1 or not lr.is_floating_point(): raise ValueError(f"Invalid lr value: {lr} (a tensor lr must have one floating-point element)")
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError(f"Invalid lr value: {lr} (a tensor lr must have one floating-point element)")
         check_nonneg('lr', lr.item())                          # at construction only, never inside step()
     else: check_nonneg('lr', lr)
 
@@ -30,14 +31,16 @@ def check_in_unit(name, value):
 
 def check_betas(betas, n:int):
     "Raise `ValueError` unless `betas` is a tuple/list of `n` numbers in [0, 1); returns it as a tuple."
-    if not (isinstance(betas, (tuple, list)) and len(betas) == n): raise ValueError(f"Invalid betas value: {betas} (need {n} numbers)")
+    if not (isinstance(betas, (tuple, list)) and len(betas) == n):
+        raise ValueError(f"Invalid betas value: {betas} (need {n} numbers)")
     for i, b in enumerate(betas): check_in_unit(f'beta{i + 1}', b)
     return tuple(betas)
 
 def check_positive_int(name, value, allow_none=False):
     "Raise `ValueError` unless `value` is an int >= 1 (or None when `allow_none`)."
     if value is None and allow_none: return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1: raise ValueError(f"Invalid {name} value: {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Invalid {name} value: {value}")
 
 def safe_eps(eps:float, dtype)->float:
     "`eps`, raised to `dtype`'s smallest normal number (also when 0): 1e-8 rounds to 0 in fp16, and 0/0 would follow."
@@ -45,7 +48,8 @@ def safe_eps(eps:float, dtype)->float:
 
 # %% ../nbs/92a_checks.ipynb #0fa2083d
 def counter(value=0, device=None)->torch.Tensor:
-    "A step counter: a fresh 0-d float64 tensor on `device` (from an int, a float or a tensor), exact up to 2**53 steps (float32 stops at 2**24)."
+    "A step counter: a fresh 0-d float64 tensor on `device` from an int, a float or a tensor."
+    # exact up to 2**53 steps (float32 stops at 2**24)
     if torch.is_tensor(value): return value.detach().to(device=device or value.device, dtype=torch.float64).clone()
     return torch.tensor(float(value), dtype=torch.float64, device=device)
 
@@ -60,7 +64,8 @@ def compiler_problem(device)->str|None:
     device = torch.device(device)
     if device.type == 'cpu':
         cxx = os.environ.get('CXX') or next((c for c in ('g++', 'c++', 'clang++') if shutil.which(c)), None)
-        if not cxx or not shutil.which(cxx): return "Inductor's CPU kernels need a C++ compiler (g++ or clang++), and none was found"
+        if not cxx or not shutil.which(cxx):
+            return "Inductor's CPU kernels need a C++ compiler (g++ or clang++), and none was found"
     elif device.type == 'cuda':
         from torch.utils._triton import has_triton
         if not has_triton(): return "Inductor's CUDA kernels need triton, which is not installed"

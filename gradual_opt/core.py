@@ -19,7 +19,7 @@ def run_closure(closure):
     if closure is None: return None
     with torch.enable_grad(): return closure()   # (a step itself runs without gradients)
 
-FUSED_BUCKET = 64   # tensors per compiled call of a fused step: the graph's size, and so its compile time, stays bounded
+FUSED_BUCKET = 64   # tensors per compiled call of a fused step: the graph's size, so its compile time, stays bounded
 
 # %% ../nbs/92_core.ipynb #corefused
 class FusedStep:

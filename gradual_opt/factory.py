@@ -25,9 +25,10 @@ def no_decay_default(name:str, # the parameter's qualified name in the model, e.
 
 def param_groups(model:nn.Module, # the model whose trainable parameters are split
                  weight_decay:float=0., # weight decay of the decayed group
-                 no_decay=no_decay_default, # `f(name, param, module) -> bool`, or a collection of parameter names, exempt from decay
+                 no_decay=no_decay_default, # `f(name, param, module) -> bool`, or the names of the exempt parameters
                 )->list:
-    "Two param groups, `[{decayed, weight_decay}, {exempt, weight_decay=0}]`, empty ones left out; also honours timm's `model.no_weight_decay()`."
+    "Two param groups, `[{decayed, weight_decay}, {exempt, weight_decay=0}]`, empty ones left out."
+    # also honours timm's `model.no_weight_decay()`
     extra = set(model.no_weight_decay()) if hasattr(model, 'no_weight_decay') else set()
     if not callable(no_decay):
         names = set(no_decay); no_decay = lambda n, p, m: n in names
@@ -45,15 +46,16 @@ def _lookup(name:str, kind:str):
     entries = {m.name.lower(): m for m in registry(kind)}
     if name.lower() in entries: return entries[name.lower()]
     if kind == 'optimizer':
-        torch_opts = {k.lower(): v for k, v in vars(torch.optim).items()
-                      if isinstance(v, type) and issubclass(v, torch.optim.Optimizer) and v is not torch.optim.Optimizer}
+        Opt = torch.optim.Optimizer
+        is_opt = lambda v: isinstance(v, type) and issubclass(v, Opt) and v is not Opt
+        torch_opts = {k.lower(): v for k, v in vars(torch.optim).items() if is_opt(v)}
         if name.lower() in torch_opts: return torch_opts[name.lower()]
     raise ValueError(f"Unknown {kind} {name!r}. Known: {', '.join(list_optimizers(kind))}"
                      + ('; or any torch.optim optimizer by name' if kind == 'optimizer' else ''))
 
 def optimizer_class(name:str, # a registry name (any case) or a torch.optim class name
                    )->type:
-    "The optimizer class `create_optimizer(model, name)` builds (before its entry's variant hyper-parameters and any transforms)."
+    "The optimizer class `create_optimizer(model, name)` builds (before its entry's variant and any transforms)."
     found = _lookup(name, 'optimizer')
     return found if isinstance(found, type) else found.cls
 
@@ -62,15 +64,16 @@ def list_optimizers(kind:str='optimizer', # 'optimizer', or 'transform' for the 
     "The registry's names of `kind`, in reading order: what `create_optimizer` (and `register_timm`) accept."
     return [m.name for m in registry(kind)]
 
-def create_optimizer(model, # an `nn.Module` (split by `param_groups`), or parameters / param groups as torch.optim takes
-                     name:str, # a registry name (`list_optimizers()`), any case, or a torch.optim class name such as 'AdamW'
+# %% ../nbs/94_factory.ipynb #2e11d1e9
+def create_optimizer(model, # an `nn.Module` (split by `param_groups`), or parameters / param groups as in torch.optim
+                     name:str, # a registry name (`list_optimizers()`), any case, or a torch.optim class name: 'AdamW'
                      lr:float=1e-3, # learning rate
-                     weight_decay:float=0., # weight decay for the decayed group (each optimizer's own form: decoupled for ours)
+                     weight_decay:float=0., # decay of the decayed group, in each optimizer's form (ours: decoupled)
                      no_decay=no_decay_default, # which parameters of a module get no decay (see `param_groups`)
-                     transforms:tuple=(), # gradient transforms applied first: instances or registry names, e.g. ('AGR',)
-                     **hyper # other hyper-parameters of the optimizer (momentum, total_steps, ...), over the entry's variant
+                     transforms:tuple=(), # gradient transforms applied first: instances or registry names ('AGR',)
+                     **hyper # other hyper-parameters (momentum, total_steps, ...), over the entry's variant
                     )->torch.optim.Optimizer:
-    "Build the optimizer registered as `name` on `model`'s parameters, with the usual weight-decay split and optional transforms."
+    "Build the optimizer registered as `name` on `model`'s parameters, with the usual weight-decay split."
     found = _lookup(name, 'optimizer')
     cls, kwargs = (found.cls, {**found.variant, **hyper}) if not isinstance(found, type) else (found, dict(hyper))
     ts = [_lookup(t, 'transform').cls() if isinstance(t, str) else t for t in transforms]
@@ -82,9 +85,9 @@ def create_optimizer(model, # an `nn.Module` (split by `param_groups`), or param
     return cls(params, lr=lr, **kwargs)
 
 # %% ../nbs/94_factory.ipynb #1280317e
-def register_timm(overwrite:bool=False, # replace an optimizer timm already registers under the same name (its Lion, Adan)
+def register_timm(overwrite:bool=False, # replace an optimizer timm already has under the same name (its Lion, Adan)
                  )->list:
-    "Register our optimizers in timm's registry, so `timm.optim.create_optimizer_v2(model, 'gsgd', ...)` works; returns the names registered."
+    "Register our optimizers in timm's registry (`create_optimizer_v2(model, 'gsgd')` works); returns their names."
     from timm.optim._optim_factory import OptimInfo, default_registry
     names = []
     for m in registry('optimizer'):

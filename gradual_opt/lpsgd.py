@@ -39,7 +39,7 @@ def check_p_max(p_max):
     if isinstance(p_max, bool) or not (isinstance(p_max, (int, float)) and 2 <= p_max < math.inf):
         raise ValueError(f"Invalid p_max value: {p_max} (must be finite and >= 2)")
 
-# %% ../nbs/03_lpsgd.ipynb #889ce21f
+# %% ../nbs/03_lpsgd.ipynb #00bedf6f
 class CosinePSchedule:
     "LPSGD's schedule: p falls on a cosine from `p_max` to 2 (Eq. 19), and ρ follows it (Eq. 20)."
     def current_p(self, i:int=0 # index of the param group
@@ -53,7 +53,7 @@ class CosinePSchedule:
         "The step's ρ (Eq. 20) at the scheduled p (Eq. 19), once per step (a cosine)."
         return {'rho': lp_rho(lpsgd_p(group['step'], group['total_steps'], group['p_max'], group['steps_per_epoch']))}
 
-# %% ../nbs/03_lpsgd.ipynb #1eab6dd0
+# %% ../nbs/03_lpsgd.ipynb #d2218567
 class LPSGD(CosinePSchedule, GradualOptimizer):
     "LPSGD (Algorithm 1) and LPSGDM (`momentum` > 0, Algorithm 2): SGD on m/(|m|+ε)^ρ, p from `p_max` to 2 on a cosine."
     scheduled = True
@@ -89,65 +89,7 @@ class LPSGD(CosinePSchedule, GradualOptimizer):
             u = lp_scale(bufs[0] if beta != 0 else gs, rho, group['eps'])
             decay_(ps, group['lr'], group['weight_decay']); apply_(ps, u, group['lr'])
 
-# %% ../nbs/03_lpsgd.ipynb #3171e76c
-register('LPSGD', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 1', 0, dict(lr=0.05, total_steps=6, p_max=6),
-         summary='p on a cosine from p_max to 2, per epoch (Eq. 19) or per step')
-register('LPSGDM', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 2', 1,
-         dict(lr=0.05, total_steps=6, p_max=6, momentum=0.9, weight_decay=0.01),
-         summary='the same, on an EMA of the gradient',
-         variant=dict(momentum=0.9))
-
-# %% ../nbs/03_lpsgd.ipynb #42bf91b9
-class CosinePSchedule:
-    "LPSGD's schedule: p falls on a cosine from `p_max` to 2 (Eq. 19), and ρ follows it (Eq. 20)."
-    def current_p(self, i:int=0 # index of the param group
-                 )->float:
-        "The p of param group `i`'s latest step (of its first step, before any)."
-        g = self.param_groups[i]
-        if g['total_steps'] is None: return g['p_max']
-        return lpsgd_p(max(int(g['step']), 1), g['total_steps'], g['p_max'], g['steps_per_epoch'])
-
-    def scalars(self, group, states):
-        "The step's ρ (Eq. 20) at the scheduled p (Eq. 19), once per step (a cosine)."
-        return {'rho': lp_rho(lpsgd_p(group['step'], group['total_steps'], group['p_max'], group['steps_per_epoch']))}
-
-# %% ../nbs/03_lpsgd.ipynb #b4048cb9
-class LPSGD(CosinePSchedule, GradualOptimizer):
-    "LPSGD (Algorithm 1) and LPSGDM (`momentum` > 0, Algorithm 2): SGD on m/(|m|+ε)^ρ, p from `p_max` to 2 on a cosine."
-    scheduled = True
-    def __init__(self, params,
-                 lr:float=1e-3, # learning rate η (a number or a 0-d tensor)
-                 total_steps:int|None=None, # N, the schedule's length in steps (None: set later, e.g. by `FitSchedule`)
-                 p_max:float=6., # p at the start, finite and >= 2 (2 gives SGD throughout)
-                 momentum:float=0., # EMA coefficient β of Eq. 23, in [0, 1); 0 is Algorithm 1
-                 weight_decay:float=0., # decoupled (Eq. 25): theta <- (1 - lr*wd) theta before the step
-                 eps:float=1e-8, # stability constant inside the power, (|m| + eps)^rho
-                 steps_per_epoch:int|None=None, # hold p for each epoch (Eq. 19); None: the cosine runs over steps
-                 maximize:bool=False, # maximise the objective instead
-                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
-                 fused:bool|None=None): # one compiled kernel per step (torch.compile); None: the eager step
-        check_in_unit('momentum', momentum); check_nonneg('weight_decay', weight_decay)
-        check_nonneg('eps', eps); check_positive_int('steps_per_epoch', steps_per_epoch, allow_none=True)
-        check_p_max(p_max)
-        super().__init__(params, dict(lr=lr, p_max=float(p_max), momentum=momentum, weight_decay=weight_decay, eps=eps,
-                                      steps_per_epoch=steps_per_epoch, maximize=maximize, foreach=foreach, fused=fused),
-                         total_steps)
-
-    def init_state(self, p, group):
-        if group['momentum'] == 0: return {}
-        return {'momentum_buffer': torch.zeros_like(p, memory_format=torch.preserve_format)}
-
-    def update(self, group, params, grads, states):
-        "Eq. 23's EMA (LPSGDM), Eq. 24's map with the scheduled ρ, Eq. 25's decoupled decay."
-        rho = group['rho']
-        beta = group['momentum']
-        lists = [params, grads] + ([[st['momentum_buffer'] for st in states]] if beta != 0 else [])
-        for idx, ps, gs, *bufs in batches(group['foreach'], lists):
-            if beta != 0: ema_(bufs[0], gs, beta)
-            u = lp_scale(bufs[0] if beta != 0 else gs, rho, group['eps'])
-            decay_(ps, group['lr'], group['weight_decay']); apply_(ps, u, group['lr'])
-
-# %% ../nbs/03_lpsgd.ipynb #171dc8d2
+# %% ../nbs/03_lpsgd.ipynb #740e1a23
 register('LPSGD', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 1', 0, dict(lr=0.05, total_steps=6, p_max=6),
          summary='p on a cosine from p_max to 2, per epoch (Eq. 19) or per step')
 register('LPSGDM', LPSGD, 'cosine l_p-norm scheme (Xu & Yang), Algorithm 2', 1,

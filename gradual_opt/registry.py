@@ -19,15 +19,17 @@ class Method:
     test_kwargs:dict  # small hyper-parameters for tests (a transform: its constructor's kwargs)
     kind:str = 'optimizer'   # or 'transform'
     summary:str = ''         # what moves during training (or what the transform does), for the README's table
-    variant:dict = dataclasses.field(default_factory=dict)   # hyper-parameters that make this entry what it is (e.g. GSGD-momentum: momentum=0.9)
+    variant:dict = dataclasses.field(default_factory=dict)   # what makes this entry (GSGD-momentum: momentum)
 
 _REGISTRY:dict = {}
 
-def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:str='optimizer', summary:str='', variant:dict|None=None):
+def register(name:str, cls:type, paper:str, buffers:int, test_kwargs:dict, kind:str='optimizer', summary:str='',
+             variant:dict|None=None):
     "Add a method to the registry (called by the module that defines it)."
     if kind not in ('optimizer', 'transform'): raise ValueError(f"Invalid kind value: {kind!r}")
     held = _REGISTRY.get(name)
-    if held is not None and cls.__module__ == '__main__' and held.cls.__module__ != '__main__': return   # a notebook re-running its exported cell: the package's class stays registered
+    # a notebook re-running its exported cell: the package's class stays registered
+    if held is not None and cls.__module__ == '__main__' and held.cls.__module__ != '__main__': return
     _REGISTRY[name] = Method(name, cls, paper, buffers, dict(test_kwargs), kind, summary, dict(variant or {}))
 
 # %% ../nbs/92d_registry.ipynb #29e66bf9
@@ -47,9 +49,9 @@ def registry(kind:str|None=None)->list:
     return sorted(ms, key=lambda m: (_rank(m.cls.__module__), order[m.name]))
 
 def registry_table(kind:str='optimizer')->str:
-    "The registry as a Markdown table: the README's and the docs' list of methods, so a new method needs no hand-written row."
+    "The registry as a Markdown table: the README's and the docs' list of methods (a new method needs no new row)."
     esc = lambda s: str(s).replace('|', '\\|')
-    rows = [f"| `{m.name}` | `{m.cls.__name__}` | {esc(m.paper)} | {esc(m.summary)} |" + (f" {m.buffers} |" if kind == 'optimizer' else '')
-            for m in registry(kind)]
+    row = lambda m: f"| `{m.name}` | `{m.cls.__name__}` | {esc(m.paper)} | {esc(m.summary)} |"
+    rows = [row(m) + (f" {m.buffers} |" if kind == 'optimizer' else '') for m in registry(kind)]
     head = '| name | class | paper | what it does |' + (' state buffers |' if kind == 'optimizer' else '')
     return '\n'.join([head, '|---|---|---|---|' + ('---|' if kind == 'optimizer' else ''), *rows])

@@ -24,24 +24,27 @@ def param_comments(fn)->dict:
             elif tok.type == tokenize.OP and tok.string in '([{': depth += 1
             elif tok.type == tokenize.OP and tok.string in ')]}':
                 depth -= 1; closed = depth == 0
-            elif tok.type == tokenize.NAME and depth == 1 and prev in ('(', ',', '*', '**') and tok.string in names: last = tok.string
+            elif tok.type == tokenize.NAME and depth == 1 and prev in ('(', ',', '*', '**') and tok.string in names:
+                last = tok.string
             if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE): prev = tok.string
     except (tokenize.TokenError, SyntaxError): pass
     return out
 
+_PARAMS_MEANING = 'the parameters to optimise, or dicts defining param groups (as in torch.optim)'
+
 def signature_doc(fn)->str:
-    "A numpydoc Parameters section for `fn`'s docstring: each parameter, its default, and the comment that documents it."
+    "A numpydoc Parameters section for `fn`'s docstring: each parameter, its default, and its comment."
     comments, rows = param_comments(fn), []
     if not comments: return ''
     for name, p in inspect.signature(fn).parameters.items():
         if name == 'self': continue
         default = '' if p.default is inspect.Parameter.empty else f' (default {p.default!r})'
-        meaning = comments.get(name) or ('the parameters to optimise, or dicts defining param groups (as in torch.optim)' if name == 'params' else '')
+        meaning = comments.get(name) or (_PARAMS_MEANING if name == 'params' else '')
         rows += [f"{name}{default}"] + ([f"    {meaning}"] if meaning else [])
     return '\n'.join(['Parameters', '----------', *rows])
 
 def documented(cls:type)->type:
-    "Class decorator: give `cls.__init__` the parameter list `signature_doc` makes, unless it has a docstring of its own."
+    "Class decorator: give `cls.__init__` the parameter list `signature_doc` makes, unless it has its own docstring."
     init = cls.__dict__.get('__init__')
     if init is not None and not init.__doc__: init.__doc__ = signature_doc(init) or None
     return cls

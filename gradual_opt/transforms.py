@@ -48,7 +48,7 @@ class CompiledApply:
         fn = self.compiled(self.apply, ps[0].device)
         for i in range(0, len(ps), FUSED_BUCKET): fn(ps[i:i + FUSED_BUCKET], on)
 
-# %% ../nbs/05_transforms.ipynb #8105da1a
+# %% ../nbs/05_transforms.ipynb #2735af60
 class TransformState:
     "Mixin of `GradTransform`: its step count (counted, restarted), its state dict (a copy of `__dict__`), its repr."
     def begin(self, params)->tuple:
@@ -70,133 +70,7 @@ class TransformState:
         shown = {k: int(v) if k == "step" else v for k, v in self.__dict__.items() if k != 'hist'}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
-# %% ../nbs/05_transforms.ipynb #dd0e5a72
-class GradTransform(CompiledApply, TransformState):
-    "Base class of gradient transforms: an in-place map on `p.grad` for the eligible parameters, before a step."
-    def __init_subclass__(cls, **kwargs):
-        "Give a subclass's `__init__` a docstring listing its parameters, from its signature's comments."
-        # what `help()` and IDEs show
-        super().__init_subclass__(**kwargs)
-        documented(cls)
-
-    bucketable = True   # its map acts per tensor, so a fused call may take the tensors in buckets
-
-    def __init__(self, min_ndim:int=2, # only gradients with at least this many dims are transformed
-                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
-                 fused:bool|None=None): # one compiled kernel per call (torch.compile); None: the eager transform
-        check_transform_options(type(self).__name__, min_ndim, foreach, fused)
-        self.min_ndim, self.foreach, self.fused, self.step = min_ndim, foreach, fused, counter()
-
-    def eligible(self, p)->bool:
-        "Whether `p`'s gradient is transformed."
-        if p.grad is None: return False
-        if p.grad.is_sparse: raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-        return p.grad.ndim >= self.min_ndim
-
-    def __call__(self, params):
-        "Count one step and transform `p.grad` in place for every eligible `p` in `params`."
-        ps, on = self.begin(params)
-        if ps and self.fused: self._fused_apply(ps, on)
-        elif ps: self.apply(ps, on)
-
-    def apply_eligible(self, params, on):
-        "`apply` to the eligible ones of `params`, the step already counted (`begin`)."
-        # how an optimizer's fused step runs a per-tensor transform
-        ps = [p for p in params if p.grad is not None and p.grad.ndim >= self.min_ndim]
-        if ps: self.apply(ps, on)
-
-    def on(self): return 1.     # 1 while the transform acts, 0 when it is switched off (a number or a 0-d tensor)
-    def apply(self, ps, on): raise NotImplementedError
-
-documented(GradTransform)
-
-
-# %% ../nbs/05_transforms.ipynb #294213c5
-class TransformState:
-    "Mixin of `GradTransform`: its step count (counted, restarted), its state dict (a copy of `__dict__`), its repr."
-    def begin(self, params)->tuple:
-        "Count one step; returns the eligible parameters among `params` and this step's `on`."
-        ps = [p for p in params if self.eligible(p)]          # raises on a sparse gradient before the step is counted
-        if ps and (not torch.is_tensor(self.step) or self.step.device != ps[0].device):
-            self.step = counter(self.step, ps[0].device)       # the counter lives with the gradients
-        self.step += 1
-        return ps, self.on()
-
-    def set_schedule(self, total_steps=None, steps_per_epoch=None, reset=True, step=None):
-        "Restart the step count (fastai's `FitSchedule` calls this, through the optimizer, before each fit)."
-        if step is not None or reset:
-            self.step = counter(step or 0, self.step.device if torch.is_tensor(self.step) else None)
-
-    def state_dict(self)->dict: return copy.deepcopy(self.__dict__)
-    def load_state_dict(self, sd:dict): self.__dict__.update(copy.deepcopy(sd))
-    def __repr__(self):
-        shown = {k: int(v) if k == "step" else v for k, v in self.__dict__.items() if k != 'hist'}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
-
-# %% ../nbs/05_transforms.ipynb #68297eda
-class GradTransform(CompiledApply, TransformState):
-    "Base class of gradient transforms: an in-place map on `p.grad` for the eligible parameters, before a step."
-    def __init_subclass__(cls, **kwargs):
-        "Give a subclass's `__init__` a docstring listing its parameters, from its signature's comments."
-        # what `help()` and IDEs show
-        super().__init_subclass__(**kwargs)
-        documented(cls)
-
-    bucketable = True   # its map acts per tensor, so a fused call may take the tensors in buckets
-
-    def __init__(self, min_ndim:int=2, # only gradients with at least this many dims are transformed
-                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply (`use_foreach`)
-                 fused:bool|None=None): # one compiled kernel per call (torch.compile); None: the eager transform
-        check_transform_options(type(self).__name__, min_ndim, foreach, fused)
-        self.min_ndim, self.foreach, self.fused, self.step = min_ndim, foreach, fused, counter()
-
-    def eligible(self, p)->bool:
-        "Whether `p`'s gradient is transformed."
-        if p.grad is None: return False
-        if p.grad.is_sparse: raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-        return p.grad.ndim >= self.min_ndim
-
-    def __call__(self, params):
-        "Count one step and transform `p.grad` in place for every eligible `p` in `params`."
-        ps, on = self.begin(params)
-        if ps and self.fused: self._fused_apply(ps, on)
-        elif ps: self.apply(ps, on)
-
-    def apply_eligible(self, params, on):
-        "`apply` to the eligible ones of `params`, the step already counted (`begin`)."
-        # how an optimizer's fused step runs a per-tensor transform
-        ps = [p for p in params if p.grad is not None and p.grad.ndim >= self.min_ndim]
-        if ps: self.apply(ps, on)
-
-    def on(self): return 1.     # 1 while the transform acts, 0 when it is switched off (a number or a 0-d tensor)
-    def apply(self, ps, on): raise NotImplementedError
-
-documented(GradTransform)
-
-
-# %% ../nbs/05_transforms.ipynb #2dae2102
-class TransformState:
-    "Mixin of `GradTransform`: its step count (counted, restarted), its state dict (a copy of `__dict__`), its repr."
-    def begin(self, params)->tuple:
-        "Count one step; returns the eligible parameters among `params` and this step's `on`."
-        ps = [p for p in params if self.eligible(p)]          # raises on a sparse gradient before the step is counted
-        if ps and (not torch.is_tensor(self.step) or self.step.device != ps[0].device):
-            self.step = counter(self.step, ps[0].device)       # the counter lives with the gradients
-        self.step += 1
-        return ps, self.on()
-
-    def set_schedule(self, total_steps=None, steps_per_epoch=None, reset=True, step=None):
-        "Restart the step count (fastai's `FitSchedule` calls this, through the optimizer, before each fit)."
-        if step is not None or reset:
-            self.step = counter(step or 0, self.step.device if torch.is_tensor(self.step) else None)
-
-    def state_dict(self)->dict: return copy.deepcopy(self.__dict__)
-    def load_state_dict(self, sd:dict): self.__dict__.update(copy.deepcopy(sd))
-    def __repr__(self):
-        shown = {k: int(v) if k == "step" else v for k, v in self.__dict__.items() if k != 'hist'}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
-
-# %% ../nbs/05_transforms.ipynb #d8fd66e7
+# %% ../nbs/05_transforms.ipynb #df83c915
 class GradTransform(CompiledApply, TransformState):
     "Base class of gradient transforms: an in-place map on `p.grad` for the eligible parameters, before a step."
     def __init_subclass__(cls, **kwargs):
@@ -288,7 +162,7 @@ class TransformedStep:
             super().set_schedule(**kw, **({} if step is None else dict(step=step)))
         for t in self.grad_transforms: t.set_schedule(total_steps, steps_per_epoch, reset, step)
 
-# %% ../nbs/05_transforms.ipynb #a9c7e303
+# %% ../nbs/05_transforms.ipynb #61e52793
 class TransformedState:
     "Mixin of `TransformedOptimizer`: the transforms kept in state dicts, copies and pickles."
     def state_dict(self):
@@ -313,65 +187,7 @@ class TransformedState:
     def __getstate__(self): return {**super().__getstate__(), 'grad_transforms': self.grad_transforms}
     def __reduce_ex__(self, protocol): return (_rebuild, (self._base_cls, self._recipe), self.__getstate__())
 
-# %% ../nbs/05_transforms.ipynb #e1e45922
-class TransformedOptimizer(TransformedStep, TransformedState):
-    "Mixin of the classes `with_transforms` makes: gradients transformed once per step, transforms kept in state."
-
-# %% ../nbs/05_transforms.ipynb #3a45af54
-class TransformedState:
-    "Mixin of `TransformedOptimizer`: the transforms kept in state dicts, copies and pickles."
-    def state_dict(self):
-        "The parent's state dict; the transforms' states ride in the first param group, which every checkpointer keeps."
-        sd = super().state_dict()
-        if sd['param_groups']:
-            states = [t.state_dict() for t in self.grad_transforms]
-            sd['param_groups'][0] = {**sd['param_groups'][0], 'grad_transforms': states}
-        return sd
-
-    def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        ts = state_dict.pop('grad_transforms', None)              # where older versions kept them
-        groups = [dict(g) for g in state_dict.get('param_groups', [])]
-        for g in groups: ts = g.pop('grad_transforms', ts)
-        super().load_state_dict({**state_dict, 'param_groups': groups})
-        if ts is not None:
-            if len(ts) != len(self.grad_transforms):
-                raise ValueError(f"state_dict has {len(ts)} transforms, optimizer has {len(self.grad_transforms)}")
-            for t, sd in zip(self.grad_transforms, ts): t.load_state_dict(sd)
-
-    def __getstate__(self): return {**super().__getstate__(), 'grad_transforms': self.grad_transforms}
-    def __reduce_ex__(self, protocol): return (_rebuild, (self._base_cls, self._recipe), self.__getstate__())
-
-# %% ../nbs/05_transforms.ipynb #0685a009
-class TransformedOptimizer(TransformedStep, TransformedState):
-    "Mixin of the classes `with_transforms` makes: gradients transformed once per step, transforms kept in state."
-
-# %% ../nbs/05_transforms.ipynb #37320145
-class TransformedState:
-    "Mixin of `TransformedOptimizer`: the transforms kept in state dicts, copies and pickles."
-    def state_dict(self):
-        "The parent's state dict; the transforms' states ride in the first param group, which every checkpointer keeps."
-        sd = super().state_dict()
-        if sd['param_groups']:
-            states = [t.state_dict() for t in self.grad_transforms]
-            sd['param_groups'][0] = {**sd['param_groups'][0], 'grad_transforms': states}
-        return sd
-
-    def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        ts = state_dict.pop('grad_transforms', None)              # where older versions kept them
-        groups = [dict(g) for g in state_dict.get('param_groups', [])]
-        for g in groups: ts = g.pop('grad_transforms', ts)
-        super().load_state_dict({**state_dict, 'param_groups': groups})
-        if ts is not None:
-            if len(ts) != len(self.grad_transforms):
-                raise ValueError(f"state_dict has {len(ts)} transforms, optimizer has {len(self.grad_transforms)}")
-            for t, sd in zip(self.grad_transforms, ts): t.load_state_dict(sd)
-
-    def __getstate__(self): return {**super().__getstate__(), 'grad_transforms': self.grad_transforms}
-    def __reduce_ex__(self, protocol): return (_rebuild, (self._base_cls, self._recipe), self.__getstate__())
-
-# %% ../nbs/05_transforms.ipynb #7f9ea99a
+# %% ../nbs/05_transforms.ipynb #26a168e4
 class TransformedOptimizer(TransformedStep, TransformedState):
     "Mixin of the classes `with_transforms` makes: gradients transformed once per step, transforms kept in state."
 
@@ -513,7 +329,7 @@ class OneShotExponent:
         if self.max_scale is not None: a = a.clamp_max(self.max_scale)
         return a
 
-# %% ../nbs/05_transforms.ipynb #ca1570fb
+# %% ../nbs/05_transforms.ipynb #65bd3d05
 class AutoscaleNorm(OneShotExponent, GradTransform):
     "Gradient autoscaled normalization: remove each eligible tensor's mean, scale all by a_t from the global std."
     bucketable = False   # one global std over every eligible gradient: not a per-tensor map
@@ -552,93 +368,7 @@ class AutoscaleNorm(OneShotExponent, GradTransform):
         bs = [(chunk, [ps[j].grad for j in chunk]) for chunk in chunks]
         self.apply(ps, on, bs, lambda f: self.compiled(f, ps[0].device))
 
-# %% ../nbs/05_transforms.ipynb #230226be
-register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0, {}, kind='transform',
-         summary="per-tensor mean removal and one global factor from the gradients' standard deviation")
-
-# %% ../nbs/05_transforms.ipynb #a82bb2fd
-class AutoscaleNorm(OneShotExponent, GradTransform):
-    "Gradient autoscaled normalization: remove each eligible tensor's mean, scale all by a_t from the global std."
-    bucketable = False   # one global std over every eligible gradient: not a per-tensor map
-    def __init__(self, eps:float=1e-8, # stabilizer in |ln s_t| + eps
-                 p:int|None=None, # fixed exponent p_t (1 or 2); None: the paper's one-shot rule at the first step
-                 max_scale:float|None=None, # clamp a_t to at most this (None: the paper's unclamped map)
-                 center:bool=True, # remove each tensor's mean (False: scale only, an ablation)
-                 scale:bool=True, # multiply by a_t (False: mean removal only, an ablation)
-                 track:bool=False, # append (s_t, a_t) of every step to `self.hist`
-                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
-                 fused:bool|None=None): # one compiled kernel per call (torch.compile); None: the eager transform
-        super().__init__(2, foreach, fused)
-        if not (isinstance(eps, (int, float)) and eps > 0): raise ValueError(f"Invalid eps value: {eps}")
-        if p not in (None, 1, 2): raise ValueError(f"Invalid p value: {p} (use 1, 2 or None)")
-        if max_scale is not None and not max_scale > 0: raise ValueError(f"Invalid max_scale value: {max_scale}")
-        self.eps, self.p, self.max_scale, self.center, self.scale, self.track = eps, p, max_scale, center, scale, track
-        self.hist = []; self._reset_p()
-
-    def apply(self, ps, on, bs=None, call=None):
-        "Each eligible tensor minus its own mean, times a_t."
-        # the statistics in two passes over the batches `bs`, the map in a third (each pass through `call`)
-        gs = [p.grad for p in ps]
-        bs = batches(self.foreach, [gs]) if bs is None else bs
-        call = call or (lambda f: f)
-        s, sums = std_and_sums(gs, bs, call)
-        a = self.factor(s)
-        means = [s/max(g.numel(), 1) for s, g in zip(sums, gs)]
-        for idx, gb in bs: call(autoscale_map_)(gb, pick(means, idx), a, self.center, self.scale)
-        if self.track: self.hist.append((float(s), float(a)))    # reads both on the host: only when asked to track
-
-    def _fused_apply(self, ps, on):
-        "Each pass compiled, over buckets of at most `FUSED_BUCKET` whole tensors."
-        # the global statistics in between are a few scalar ops
-        live = [i for i, p in enumerate(ps) if p.grad.numel()]
-        chunks = [live[i:i + FUSED_BUCKET] for i in range(0, len(live), FUSED_BUCKET)]
-        bs = [(chunk, [ps[j].grad for j in chunk]) for chunk in chunks]
-        self.apply(ps, on, bs, lambda f: self.compiled(f, ps[0].device))
-
-# %% ../nbs/05_transforms.ipynb #0da66fcf
-register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0, {}, kind='transform',
-         summary="per-tensor mean removal and one global factor from the gradients' standard deviation")
-
-# %% ../nbs/05_transforms.ipynb #7a4a49de
-class AutoscaleNorm(OneShotExponent, GradTransform):
-    "Gradient autoscaled normalization: remove each eligible tensor's mean, scale all by a_t from the global std."
-    bucketable = False   # one global std over every eligible gradient: not a per-tensor map
-    def __init__(self, eps:float=1e-8, # stabilizer in |ln s_t| + eps
-                 p:int|None=None, # fixed exponent p_t (1 or 2); None: the paper's one-shot rule at the first step
-                 max_scale:float|None=None, # clamp a_t to at most this (None: the paper's unclamped map)
-                 center:bool=True, # remove each tensor's mean (False: scale only, an ablation)
-                 scale:bool=True, # multiply by a_t (False: mean removal only, an ablation)
-                 track:bool=False, # append (s_t, a_t) of every step to `self.hist`
-                 foreach:bool|None=None, # batched multi-tensor kernels; None: whenever they apply
-                 fused:bool|None=None): # one compiled kernel per call (torch.compile); None: the eager transform
-        super().__init__(2, foreach, fused)
-        if not (isinstance(eps, (int, float)) and eps > 0): raise ValueError(f"Invalid eps value: {eps}")
-        if p not in (None, 1, 2): raise ValueError(f"Invalid p value: {p} (use 1, 2 or None)")
-        if max_scale is not None and not max_scale > 0: raise ValueError(f"Invalid max_scale value: {max_scale}")
-        self.eps, self.p, self.max_scale, self.center, self.scale, self.track = eps, p, max_scale, center, scale, track
-        self.hist = []; self._reset_p()
-
-    def apply(self, ps, on, bs=None, call=None):
-        "Each eligible tensor minus its own mean, times a_t."
-        # the statistics in two passes over the batches `bs`, the map in a third (each pass through `call`)
-        gs = [p.grad for p in ps]
-        bs = batches(self.foreach, [gs]) if bs is None else bs
-        call = call or (lambda f: f)
-        s, sums = std_and_sums(gs, bs, call)
-        a = self.factor(s)
-        means = [s/max(g.numel(), 1) for s, g in zip(sums, gs)]
-        for idx, gb in bs: call(autoscale_map_)(gb, pick(means, idx), a, self.center, self.scale)
-        if self.track: self.hist.append((float(s), float(a)))    # reads both on the host: only when asked to track
-
-    def _fused_apply(self, ps, on):
-        "Each pass compiled, over buckets of at most `FUSED_BUCKET` whole tensors."
-        # the global statistics in between are a few scalar ops
-        live = [i for i, p in enumerate(ps) if p.grad.numel()]
-        chunks = [live[i:i + FUSED_BUCKET] for i in range(0, len(live), FUSED_BUCKET)]
-        bs = [(chunk, [ps[j].grad for j in chunk]) for chunk in chunks]
-        self.apply(ps, on, bs, lambda f: self.compiled(f, ps[0].device))
-
-# %% ../nbs/05_transforms.ipynb #374425e5
+# %% ../nbs/05_transforms.ipynb #1ac58048
 register('AutoscaleNorm', AutoscaleNorm, 'gradient autoscaled normalization', 0, {}, kind='transform',
          summary="per-tensor mean removal and one global factor from the gradients' standard deviation")
 

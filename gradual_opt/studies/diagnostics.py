@@ -41,8 +41,10 @@ class GradStd(Callback):
         "Per-layer gradient std (left) and global gradient std (right) against the training iteration."
         fig, axs = plt.subplots(1, 2, figsize=figsize, dpi=dpi)
         for k, v in self.layers.items(): axs[0].plot(self.iters[:len(v)], v, lw=0.8, label=k)
-        axs[0].set(yscale='log', xlabel='iteration', ylabel='std of gradient', title='per layer'); axs[0].legend(fontsize=7)
-        axs[1].plot(self.iters, self.glob, 'k', lw=0.8); axs[1].set(yscale='log', xlabel='iteration', title='global (all layers together)')
+        axs[0].set(yscale='log', xlabel='iteration', ylabel='std of gradient', title='per layer')
+        axs[0].legend(fontsize=7)
+        axs[1].plot(self.iters, self.glob, 'k', lw=0.8)
+        axs[1].set(yscale='log', xlabel='iteration', title='global (all layers together)')
         plt.tight_layout(); return fig
 
 # %% ../../nbs/08_diagnostics.ipynb #e234b3be
@@ -76,9 +78,11 @@ class UpdateSize(Callback):
     def plot(self, figsize=(6, 3.2), dpi=90):
         "Mean and max |update| per coordinate (log scale), with the learning rate for reference."
         fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
-        ax.plot(self.iters, self.max, lw=0.8, label='max |update|'); ax.plot(self.iters, self.mean, lw=0.8, label='mean |update|')
+        ax.plot(self.iters, self.max, lw=0.8, label='max |update|')
+        ax.plot(self.iters, self.mean, lw=0.8, label='mean |update|')
         ax.plot(self.iters, self.lrs, 'k--', lw=0.6, label='learning rate')
-        ax.set(yscale='log', xlabel='iteration', ylabel='per coordinate'); ax.legend(fontsize=7); plt.tight_layout(); return fig
+        ax.set(yscale='log', xlabel='iteration', ylabel='per coordinate'); ax.legend(fontsize=7)
+        plt.tight_layout(); return fig
 
 # %% ../../nbs/08_diagnostics.ipynb #52c34e8a
 def hvp(loss:torch.Tensor, # scalar loss, computed with the graph kept
@@ -97,7 +101,7 @@ def top_hessian_eig(loss_fn, # closure returning the scalar loss at the current 
                     tol:float=1e-5, # stop when the Rayleigh quotient changes by less than this, relatively
                     seed:int=0 # seed of the random start vector
                    )->tuple:
-    "Largest-magnitude Hessian eigenvalue of `loss_fn()` by power iteration: (eigenvalue, eigenvector as a list, iterations used)."
+    "Largest-magnitude Hessian eigenvalue of `loss_fn()` by power iteration: (eigenvalue, eigenvector list, iterations)."
     if not (isinstance(iters, int) and iters >= 1): raise ValueError(f"Invalid iters value: {iters}")
     params = [p for p in params if p.requires_grad]
     with torch.enable_grad():
@@ -120,12 +124,12 @@ def top_hessian_eig(loss_fn, # closure returning the scalar loss at the current 
 # %% ../../nbs/08_diagnostics.ipynb #062c83a2
 @documented
 class HessianTop(Callback):
-    "Every `every` epochs (and before training), the top Hessian eigenvalue of the training loss on a fixed batch; `plot()` draws it."
+    "Every `every` epochs (and before training), the top Hessian eigenvalue of the loss on a fixed batch; `plot()` draws it."
     order = 70
     def __init__(self, every:int=1, # evaluate every `every` epochs
                  iters:int=30, # maximum Hessian-vector products per evaluation
                  tol:float=1e-3, # relative tolerance of the power iteration
-                 batch:tuple|None=None): # (xb, yb) to use; None: one batch of `dls.train`, drawn at the start of the fit
+                 batch:tuple|None=None): # (xb, yb) to use; None: one batch of `dls.train`, drawn as the fit starts
         if not (isinstance(every, int) and every >= 1): raise ValueError(f"Invalid every value: {every}")
         self.every, self.iters, self.tol, self.batch = every, iters, tol, batch
     def before_fit(self):
@@ -138,11 +142,13 @@ class HessianTop(Callback):
         model = self.learn.model; was = model.training; model.eval()
         *xb, yb = self.batch; t0 = time.perf_counter()
         try:
-            lam, _, _ = top_hessian_eig(lambda: self.learn.loss_func(model(*xb), yb), list(model.parameters()), self.iters, self.tol)
+            loss_fn = lambda: self.learn.loss_func(model(*xb), yb)
+            lam, _, _ = top_hessian_eig(loss_fn, list(model.parameters()), self.iters, self.tol)
         finally: model.train(was)
         self.epochs.append(epoch); self.eigs.append(lam); self.secs.append(time.perf_counter() - t0)
     def plot(self, figsize=(5, 3.2), dpi=90):
         "Top Hessian eigenvalue against the epoch."
         fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
-        ax.plot(self.epochs, self.eigs, 'o-'); ax.set(xlabel='epoch', ylabel='top Hessian eigenvalue', title='sharpness')
+        ax.plot(self.epochs, self.eigs, 'o-')
+        ax.set(xlabel='epoch', ylabel='top Hessian eigenvalue', title='sharpness')
         plt.tight_layout(); return fig
