@@ -30,10 +30,12 @@ def write_dir()->Path:
     if is_test(): return Path(tempfile.gettempdir())/f'gradual_opt_smoke_{os.getpid()}'
     return results_dir()
 
+# %% ../../nbs/09_experiments.ipynb #0d3eac16
 def _meta(**extra):
     return dict(python=platform.python_version(), torch=torch.__version__, platform=platform.platform(),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-                size='smoke' if is_test() else 'full', load_avg=round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None,
+                size='smoke' if is_test() else 'full',
+                load_avg=round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None,
                 cpus=os.cpu_count(), **extra)
 
 def save_results(name:str, # file name without `.json`; may contain one `/`, e.g. 'mnist1d/runs'
@@ -43,7 +45,8 @@ def save_results(name:str, # file name without `.json`; may contain one `/`, e.g
     path = write_dir()/f'{name}.json'
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix('.json.tmp')
-    tmp.write_text(json.dumps(dict(meta=_meta(**meta), data=data), indent=1, default=_jsonable) + '\n', encoding='utf-8')
+    text = json.dumps(dict(meta=_meta(**meta), data=data), indent=1, default=_jsonable)
+    tmp.write_text(text + '\n', encoding='utf-8')
     tmp.replace(path)
     return path
 
@@ -64,30 +67,40 @@ def load_results(name:str)->dict:
 # %% ../../nbs/09_experiments.ipynb #25f30f1f
 PAPERS = ('GSGD', 'LPSGD', 'S3', 'AGR', 'GAN')
 _COMMON = ('id', 'paper', 'where', 'claim', 'notebook', 'measured', 'kind')
-_KIND_KEYS = dict(check=('holds',), effect=('estimate', 'lo', 'hi', 'unit', 'n', 'method', 'hypothesis'), scale=('needs',))
+_KIND_KEYS = dict(check=('holds',), effect=('estimate', 'lo', 'hi', 'unit', 'n', 'method', 'hypothesis'),
+                  scale=('needs',))
 
 def check_claim(row:dict)->dict:
-    "Raise `ValueError` naming what is wrong with claim `row` (missing keys, unknown paper/kind/hypothesis, a bad interval)."
+    "Raise `ValueError` naming what is wrong with claim `row`; returns it."
+    # missing keys, an unknown paper, kind or hypothesis, a bad interval
     rid = row.get('id', '?')
     miss = [k for k in _COMMON if k not in row]
     if miss: raise ValueError(f"claim {rid!r}: missing {miss}")
-    if row['paper'] not in PAPERS: raise ValueError(f"claim {rid!r}: paper must be one of {PAPERS}, got {row['paper']!r}")
-    if row['kind'] not in _KIND_KEYS: raise ValueError(f"claim {rid!r}: kind must be one of {tuple(_KIND_KEYS)}, got {row['kind']!r}")
+    if row['paper'] not in PAPERS:
+        raise ValueError(f"claim {rid!r}: paper must be one of {PAPERS}, got {row['paper']!r}")
+    if row['kind'] not in _KIND_KEYS:
+        raise ValueError(f"claim {rid!r}: kind must be one of {tuple(_KIND_KEYS)}, got {row['kind']!r}")
     miss = [k for k in _KIND_KEYS[row['kind']] if k not in row]
     if miss: raise ValueError(f"claim {rid!r} ({row['kind']}): missing {miss}")
     if row['kind'] == 'effect':
         h = row['hypothesis']
-        if h not in ('greater', 'less', 'equivalent'): raise ValueError(f"claim {rid!r}: hypothesis must be greater, less or equivalent, got {h!r}")
+        if h not in ('greater', 'less', 'equivalent'):
+            raise ValueError(f"claim {rid!r}: hypothesis must be greater, less or equivalent, got {h!r}")
         vals = [row['estimate'], row['lo'], row['hi']]
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
             raise ValueError(f"claim {rid!r}: estimate, lo, hi must be finite numbers, got {vals}")
-        if not row['lo'] <= row['estimate'] <= row['hi']: raise ValueError(f"claim {rid!r}: need lo <= estimate <= hi, got {vals}")
-        if h == 'equivalent' and 'p_tost' not in row: raise ValueError(f"claim {rid!r}: an equivalence claim needs p_tost")
+        if not row['lo'] <= row['estimate'] <= row['hi']:
+            raise ValueError(f"claim {rid!r}: need lo <= estimate <= hi, got {vals}")
+        if h == 'equivalent' and 'p_tost' not in row:
+            raise ValueError(f"claim {rid!r}: an equivalence claim needs p_tost")
         pe = row.get('paper_effect')
-        if pe is not None and not (len(pe) == 2 and pe[0] <= pe[1]): raise ValueError(f"claim {rid!r}: paper_effect must be [a, b], a <= b")
-    if row['kind'] == 'check' and not isinstance(row['holds'], bool): raise ValueError(f"claim {rid!r}: holds must be a bool")
+        if pe is not None and not (len(pe) == 2 and pe[0] <= pe[1]):
+            raise ValueError(f"claim {rid!r}: paper_effect must be [a, b], a <= b")
+    if row['kind'] == 'check' and not isinstance(row['holds'], bool):
+        raise ValueError(f"claim {rid!r}: holds must be a bool")
     return row
 
+# %% ../../nbs/09_experiments.ipynb #32060571
 def _g(x): return f'{x:.3g}'
 
 def verdict(row:dict)->tuple:
@@ -95,7 +108,9 @@ def verdict(row:dict)->tuple:
     check_claim(row)
     k = row['kind']
     if k == 'scale': return 'not tested here', f"needs {row['needs']}"
-    if k == 'check': return ('agrees', 'the property holds on the stated cases') if row['holds'] else ('disagrees', 'the property fails (see measured)')
+    if k == 'check':
+        return ('agrees', 'the property holds on the stated cases') if row['holds'] else \
+               ('disagrees', 'the property fails (see measured)')
     lo, hi, u, h = row['lo'], row['hi'], row['unit'], row['hypothesis']
     ci = f"95% CI [{_g(lo)}, {_g(hi)}] {u}"
     if h == 'equivalent':
@@ -109,7 +124,8 @@ def verdict(row:dict)->tuple:
     ph = row.get('p_holm')
     def multiplicity(v, why):   # a row from a family of preregistered comparisons: 0 must be excluded after Holm too
         if ph is None or ph < 0.05: return v, why
-        return 'inconclusive', f"{why}, but not after Holm's correction over its family of comparisons (p_holm = {ph:.2g})"
+        return 'inconclusive', f"{why}, but not after Holm's correction over its family of comparisons " \
+                               f"(p_holm = {ph:.2g})"
     if hi_ < 0: return multiplicity('disagrees', f"{ci} excludes 0 on the other side of the paper's")
     if pe is not None:
         a = pe[0] if s > 0 else -pe[1]
@@ -142,7 +158,8 @@ def load_claims(where:Path|None=None)->list:
 # %% ../../nbs/09_experiments.ipynb #04ef16bf
 def _stats():
     try: import scipy.stats as st
-    except ImportError as e: raise ImportError("the statistics of gradual_opt.studies.experiments need scipy: pip install scipy") from e
+    except ImportError as e:
+        raise ImportError("the statistics of gradual_opt.studies.experiments need scipy: pip install scipy") from e
     return st
 
 def mean_ci(x, level:float=0.95)->dict:
@@ -157,7 +174,8 @@ def paired_diff(a, b, level:float=0.95)->dict:
     "Differences `a - b` paired by index: mean, sd, `level` t interval, paired t test `p` and Wilcoxon `p_wilcoxon`."
     if len(a) != len(b): raise ValueError(f"paired_diff: {len(a)} values against {len(b)}: pairs must match")
     d = [float(x) - float(y) for x, y in zip(a, b)]
-    if not all(math.isfinite(v) for v in d): raise ValueError("paired_diff: non-finite values (a diverged run?): decide how to count them first")
+    if not all(math.isfinite(v) for v in d):
+        raise ValueError("paired_diff: non-finite values (a diverged run?): decide how to count them first")
     r = mean_ci(d, level); st = _stats()
     se = r['sd'] / math.sqrt(r['n'])
     t = r['mean'] / se if se > 0 else (0. if r['mean'] == 0 else math.copysign(math.inf, r['mean']))
@@ -173,6 +191,7 @@ def holm(pvals)->list:
         run = max(run, min(1., (m - rank) * pvals[i])); adj[i] = run
     return adj
 
+# %% ../../nbs/09_experiments.ipynb #6b8d0ce0
 def tost(d, margin:float=1.0)->float:
     "Two one-sided t tests that the mean of paired differences `d` lies within ±`margin`: the larger p."
     r = mean_ci(d); st = _stats(); se = r['sd'] / math.sqrt(r['n'])
@@ -202,7 +221,8 @@ def lr_ladder(center:float, n:int=8, factor:float=2.)->list:
 
 def tune_lr(evaluate, # `evaluate(list_of_lrs) -> list of scores`, higher is better; NaN means diverged
             center:float, n:int=8, factor:float=2., max_extend:int=3)->dict:
-    "Score the ladder around `center`; while the best is at an edge, score the next rate beyond it (at most `max_extend` times)."
+    "Score the ladder around `center`; while the best is at an edge, score the next rate beyond it."
+    # at most `max_extend` times
     scores = {}
     def run(lrs):
         new = [lr for lr in lrs if lr not in scores]
@@ -232,13 +252,15 @@ def _backward_once():
     x = torch.ones(1, requires_grad=True); (2*x).sum().backward(); return True
 
 def forked_autograd_works()->bool:
-    "Whether a process forked from this one can run a backward pass. Not after torch.compile and a backward here (autograd's device threads then forbid it in a fork)."
+    "Whether a process forked from this one can run a backward pass."
+    # not after torch.compile and a backward here: autograd's device threads then forbid it in a fork
     try:
         with mp.get_context('fork').Pool(1) as pool: return pool.apply(_backward_once)
     except RuntimeError: return False
 
 def _fmt_s(s): return f'{s / 60:.1f} min' if s >= 90 else f'{s:.0f} s'
 
+# %% ../../nbs/09_experiments.ipynb #f129e8ed
 def run_parallel(fn, # `fn(job)`, returning picklable plain data (floats, lists, dicts), never a model
                  jobs:list, # the jobs, e.g. tuples of (method, lr, seed)
                  workers:int=2, # worker processes (1: run here, in order)
@@ -258,7 +280,8 @@ def run_parallel(fn, # `fn(job)`, returning picklable plain data (floats, lists,
         print(f'{desc}: {k}/{n} done, {_fmt_s(el)} elapsed{eta}', flush=True)
     use_fork = workers > 1 and 'fork' in mp.get_all_start_methods()
     if use_fork and not forked_autograd_works():
-        print(f'{desc}: forked workers cannot run autograd in this process (torch.compile ran here before a backward pass); '
+        print(f'{desc}: forked workers cannot run autograd in this process '
+              '(torch.compile ran here before a backward pass); '
               f'running the {n} jobs here, one after another', flush=True)
         use_fork = False
     if not use_fork:
@@ -270,7 +293,8 @@ def run_parallel(fn, # `fn(job)`, returning picklable plain data (floats, lists,
     _TASK = (fn, jobs)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message='.*fork.*', category=DeprecationWarning)  # Python 3.12+: fork with threads
+            # Python 3.12+ warns of a fork with threads
+            warnings.filterwarnings('ignore', message='.*fork.*', category=DeprecationWarning)
             with mp.get_context('fork').Pool(min(workers, n), initializer=_init_worker, initargs=(threads,)) as pool:
                 for k, (i, r) in enumerate(pool.imap_unordered(_call, range(n)), 1): out[i] = r; report(k)
     finally: _TASK = None
@@ -289,7 +313,7 @@ def _cache_dir()->Path:
 
 @functools.lru_cache(maxsize=4)
 def mnist1d_splits(n_train:int=4000, n_valid:int=4000, n_test:int=10000)->tuple:
-    "`(x_train, y_train, x_valid, y_valid, x_test, y_test)` from one deterministic MNIST-1D draw; x of shape (n, 1, 40)."
+    "`(x_train, y_train, x_valid, y_valid, x_test, y_test)` from one deterministic MNIST-1D draw; x: (n, 1, 40)."
     n = n_train + n_valid + n_test
     if n % 10: raise ValueError(f"mnist1d_splits: the total {n} must be a multiple of 10 (equal classes)")
     import mnist1d
@@ -304,6 +328,7 @@ def mnist1d_splits(n_train:int=4000, n_valid:int=4000, n_test:int=10000)->tuple:
     a, b = n_train, n_train + n_valid
     return x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:]
 
+# %% ../../nbs/09_experiments.ipynb #9dc6c868
 def mnist1d_cnn(channels:int=32, n_classes:int=10)->nn.Module:
     "A small 1-D CNN for MNIST-1D: three strided convolutions and a linear layer on the flattened features."
     c = channels
@@ -352,8 +377,8 @@ def mnist1d_dls(bs:int=128, seed:int=0, valid_pct:float=0.1, device=None, shuffl
     return dls
 
 # %% ../../nbs/09_experiments.ipynb #fe816473
-_SHORT = dict(SGDM=('SGD', dict(momentum=0.9)), SGD=('SGD', dict(momentum=0.)), NAdam=('NAdam', dict(decoupled_weight_decay=True)),
-              signSGDM=('Lion', dict(betas=(0.9, 0.9))))
+_SHORT = dict(SGDM=('SGD', dict(momentum=0.9)), SGD=('SGD', dict(momentum=0.)),
+              NAdam=('NAdam', dict(decoupled_weight_decay=True)), signSGDM=('Lion', dict(betas=(0.9, 0.9))))
 _TRANSFORMS = dict(GC='Centralize', AGR='AGR', autoscale='AutoscaleNorm')
 
 def make_optimizer(name:str, # 'SGDM', 'AdamW', 'S3', 'AdamW+AGR', ...: see above
@@ -387,6 +412,13 @@ def _build(opt, net, lr, wd, N, spe, kw):
     if callable(opt): return opt(net, lr=lr, wd=wd, total_steps=N, steps_per_epoch=spe, **kw)
     raise TypeError(f"mnist1d_run: opt must be a name, a callable or an optimizer class, got {opt!r}")
 
+def _lr_factor(schedule:str, N:int):
+    "The learning rate's factor at step s of N: 'cosine' (decay to 0 over the run) or 'constant'."
+    if schedule not in ('cosine', 'constant'):
+        raise ValueError(f"mnist1d_run: schedule must be 'cosine' or 'constant', got {schedule!r}")
+    return (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, N) / N))) if schedule == 'cosine' else (lambda s: 1.)
+
+# %% ../../nbs/09_experiments.ipynb #339dff5d
 def mnist1d_run(opt, # a `make_optimizer` name, a callable returning an optimizer, or an optimizer class (see above)
                 lr:float, wd:float=0., seed:int=0, epochs:int=20, bs:int=128,
                 model:str|nn.Module='cnn', # 'cnn', 'mlp', or a function returning a fresh model
@@ -402,8 +434,7 @@ def mnist1d_run(opt, # a `make_optimizer` name, a callable returning an optimize
     net = {'cnn': mnist1d_cnn, 'mlp': mnist1d_mlp}[model]() if isinstance(model, str) else model()
     spe = math.ceil(len(xtr) / bs); N = epochs * spe
     o = _build(opt, net, lr, wd, N, spe, opt_kw or {})
-    if schedule not in ('cosine', 'constant'): raise ValueError(f"mnist1d_run: schedule must be 'cosine' or 'constant', got {schedule!r}")
-    sched = torch.optim.lr_scheduler.LambdaLR(o, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, N) / N))) if schedule == 'cosine' else (lambda s: 1.))
+    sched = torch.optim.lr_scheduler.LambdaLR(o, _lr_factor(schedule, N))
     gen = torch.Generator().manual_seed(seed)
     h = dict(train_loss=[], val_acc=[], val_loss=[], test_acc=None, test_loss=None, diverged=False)
     step = 0
