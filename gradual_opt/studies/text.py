@@ -14,7 +14,8 @@ from ..signatures import documented
 # %% ../../nbs/14_transformer.ipynb #426dc6df
 @documented
 class CharCorpus:
-    "A text as character ids: `train` and `valid` (1-D long tensors, valid = the last contiguous part), the vocabulary, and provenance."
+    "A text as character ids: `train` and `valid` (1-D long tensors), the vocabulary, and provenance."
+    # valid is the last contiguous part of the text
     def __init__(self, text:str, # the whole text
                  valid_frac:float=0.1, # the fraction at the end held out for validation
                  source:str=''): # where the text came from
@@ -33,16 +34,21 @@ class CharCorpus:
     def info(self)->dict:
         "Provenance for a results file: source, Python version, SHA-256, sizes."
         return dict(source=self.source, python=self.python, sha256=self.sha256, n_chars=len(self.text),
-                    vocab_size=self.vocab_size, n_train=len(self.train), n_valid=len(self.valid), valid_frac=self.valid_frac)
-    def __repr__(self): return f"CharCorpus({self.source!r}: {len(self.text):,} chars, vocab {self.vocab_size}, sha256 {self.sha256[:12]}…)"
+                    vocab_size=self.vocab_size, n_train=len(self.train), n_valid=len(self.valid),
+                    valid_frac=self.valid_frac)
+    def __repr__(self):
+        return (f"CharCorpus({self.source!r}: {len(self.text):,} chars, vocab {self.vocab_size}, "
+                f"sha256 {self.sha256[:12]}…)")
 
 _CORPORA = {}
 def char_corpus(valid_frac:float=0.1 # the fraction at the end held out for validation
                )->CharCorpus:
-    "The English prose of Python's documentation topics (`pydoc_data.topics`, joined in sorted key order), as a `CharCorpus` (cached)."
+    "The English prose of Python's documentation topics (`pydoc_data.topics`), as a `CharCorpus` (cached)."
+    # the topics are joined in sorted key order
     if valid_frac not in _CORPORA:
         from pydoc_data.topics import topics
-        _CORPORA[valid_frac] = CharCorpus('\n\n'.join(topics[k] for k in sorted(topics)), valid_frac, 'pydoc_data.topics')
+        text = '\n\n'.join(topics[k] for k in sorted(topics))
+        _CORPORA[valid_frac] = CharCorpus(text, valid_frac, 'pydoc_data.topics')
     return _CORPORA[valid_frac]
 
 # %% ../../nbs/14_transformer.ipynb #26b20e4c
@@ -51,7 +57,7 @@ def batch_sampler(data:torch.Tensor, # 1-D token ids
                   ctx:int, # context length
                   seed:int=0, # seeds the generator of window positions
                   device='cpu'):
-    "An endless iterator of `(x, y)` batches, `y` being `x` shifted by one; the positions come from a seeded `torch.Generator`."
+    "An endless iterator of `(x, y)` batches, `y` being `x` shifted by one; positions from a seeded `torch.Generator`."
     if len(data) < ctx + 2: raise ValueError(f"data has {len(data)} tokens, need more than ctx + 1 = {ctx + 1}")
     windows = data.unfold(0, ctx + 1, 1)                     # a view: window i is data[i:i+ctx+1]
     gen = torch.Generator().manual_seed(seed)
@@ -91,7 +97,8 @@ class CharTransformer(nn.Module):
         self.ln = nn.LayerNorm(d); self.head = nn.Linear(d, vocab_size, bias=False)
         self.head.weight = self.tok.weight                                    # tied read-out
         for n, p in self.named_parameters():
-            if p.dim() == 2: nn.init.normal_(p, std=0.02 / (math.sqrt(2 * n_layer) if n.endswith(('proj.weight', 'out.weight')) else 1))
+            residual_out = n.endswith(('proj.weight', 'out.weight'))     # residual projections: std shrunk with depth
+            if p.dim() == 2: nn.init.normal_(p, std=0.02 / (math.sqrt(2 * n_layer) if residual_out else 1))
             elif n.endswith('bias'): nn.init.zeros_(p)
     def forward(self, ids):
         if ids.shape[1] > self.ctx: raise ValueError(f"sequence of {ids.shape[1]} tokens, the context is {self.ctx}")
@@ -124,22 +131,25 @@ class ClippedAdamW(torch.optim.AdamW):
                 p.copy_(torch.where(move.abs() > cap, decayed + move.sign() * cap, p))   # unclipped: AdamW's own value
         return loss
 
+# %% ../../nbs/14_transformer.ipynb #a784dd21
 def warmup_cosine(step:int, # 1-based step
                   total:int, # steps in the run
                   warmup:int, # linear warm-up steps
                   final_frac:float=0.1 # the cosine ends at this fraction of the peak
                  )->float:
-    "Multiplier of the peak learning rate at `step`: linear warm-up to 1, then a cosine from 1 to `final_frac` at `total`."
+    "Multiplier of the peak learning rate at `step`: linear warm-up to 1, then a cosine to `final_frac` at `total`."
     if step <= warmup: return step / warmup
     prog = (step - warmup) / max(1, total - warmup)
     return final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * prog))
 
+# %% ../../nbs/14_transformer.ipynb #4fcb613d
 def spike_steps(losses, # training loss per step
                 start:int, # first step examined (e.g. the end of warm-up)
                 k:float=1.3, # a spike: the trailing mean loss above k times its lowest earlier value
                 smooth:int=10 # steps in the trailing mean (1: the raw loss)
                )->list:
-    "Onsets (0-based steps) of loss spikes: the mean of the last `smooth` losses exceeds `k` x the lowest such mean before, or a loss is not finite."
+    "Onsets (0-based steps) of loss spikes: steps whose trailing mean loss exceeds `k` x its lowest before."
+    # the trailing mean is over the last `smooth` losses; a loss that is not finite is a spike too
     L, out, best, prev = [float(v) for v in losses], [], math.inf, False
     for t in range(len(L)):
         win = L[max(0, t - smooth + 1):t + 1]
@@ -148,7 +158,8 @@ def spike_steps(losses, # training loss per step
         s = sum(win) / len(win) if full else math.inf
         now = t >= start and (not math.isfinite(L[t]) or (full and s > k * best))
         if now and not prev:       # the onset: the first step of the window whose own loss crossed the threshold
-            out.append(next((u for u in range(max(start, t - smooth + 1), t + 1) if not math.isfinite(L[u]) or L[u] > k * best), t))
+            crossed = lambda u: not math.isfinite(L[u]) or L[u] > k * best
+            out.append(next((u for u in range(max(start, t - smooth + 1), t + 1) if crossed(u)), t))
         prev = now
         if full and not now: best = min(best, s)
     return out
@@ -161,11 +172,33 @@ def eval_loss(model, # a `CharTransformer`
              )->float:
     "Mean next-character cross-entropy (nats) over consecutive windows of `data`."
     was = model.training; model.eval(); x, y = eval_windows(data, ctx); dev = next(model.parameters()).device
-    tot = sum(float(F.cross_entropy(model(x[i:i + bs].to(dev)).flatten(0, 1), y[i:i + bs].flatten().to(dev), reduction='sum'))
-              for i in range(0, len(x), bs))
+    window_sum = lambda i: F.cross_entropy(model(x[i:i + bs].to(dev)).flatten(0, 1), y[i:i + bs].flatten().to(dev),
+                                           reduction='sum')
+    tot = sum(float(window_sum(i)) for i in range(0, len(x), bs))
     model.train(was); return tot / y.numel()
 
 # %% ../../nbs/14_transformer.ipynb #29b2c9ac
+def _lm_setup(opt:str, lr:float, wd:float, seed:int, steps:int, d:int, n_layer:int, n_head:int, ctx:int, kw:dict,
+              corpus, device)->tuple:
+    "`(model, params, optimizer)`: a fresh, seeded `CharTransformer` and `opt` on its trainable parameters."
+    torch.manual_seed(seed)
+    model = CharTransformer(corpus.vocab_size, d, n_layer, n_head, ctx).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt == 'AdamW-clip': return model, params, ClippedAdamW(params, lr=lr, weight_decay=wd, **kw)
+    from gradual_opt.studies.experiments import make_optimizer
+    return model, params, make_optimizer(opt, params, lr, wd, total_steps=steps, **kw)
+
+def _lm_step(model, o, params, batches, record_lr:float|None)->tuple:
+    "One training step on the next batch: its loss, and |update|/`record_lr` of every coordinate (None: not recorded)."
+    x, y = next(batches)
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    o.zero_grad(set_to_none=True); loss.backward()
+    if record_lr is not None: before = torch.cat([p.detach().flatten() for p in params])
+    o.step()
+    if record_lr is None: return float(loss.detach()), None
+    return float(loss.detach()), (before - torch.cat([p.detach().flatten() for p in params])).abs_() / record_lr
+
+# %% ../../nbs/14_transformer.ipynb #6ebc6767
 def lm_run(opt:str, # a `make_optimizer` name ('AdamW', 'S3', 'Lion', 'GSGD-momentum', ...) or 'AdamW-clip'
            lr:float, # peak learning rate
            wd:float=0., # weight decay (each optimizer's own form)
@@ -182,16 +215,9 @@ def lm_run(opt:str, # a `make_optimizer` name ('AdamW', 'S3', 'Lion', 'GSGD-mome
            corpus:CharCorpus|None=None, # default `char_corpus()`
            device='cpu', hook=None # hook(model, opt, step) after every step
           )->dict:
-    "Train a `CharTransformer` with `opt` under linear warm-up + cosine; plain data back (losses, update traces, divergence)."
-    corpus = corpus or char_corpus()
-    torch.manual_seed(seed)
-    model = CharTransformer(corpus.vocab_size, d, n_layer, n_head, ctx).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    kw = dict(opt_kw or {})
-    if opt == 'AdamW-clip': o = ClippedAdamW(params, lr=lr, weight_decay=wd, **kw)
-    else:
-        from gradual_opt.studies.experiments import make_optimizer
-        o = make_optimizer(opt, params, lr, wd, total_steps=steps, **kw)
+    "Train a `CharTransformer` with `opt` under linear warm-up + cosine; plain data back (losses, updates, divergence)."
+    corpus, kw = corpus or char_corpus(), dict(opt_kw or {})
+    model, params, o = _lm_setup(opt, lr, wd, seed, steps, d, n_layer, n_head, ctx, kw, corpus, device)
     cap = 2 * math.log(corpus.vocab_size) if diverge_loss is None else diverge_loss
     valid = corpus.valid if eval_chars is None else corpus.valid[:eval_chars]
     batches = batch_sampler(corpus.train, bs, ctx, seed=seed + 1_000_003, device=device)
@@ -201,18 +227,13 @@ def lm_run(opt:str, # a `make_optimizer` name ('AdamW', 'S3', 'Lion', 'GSGD-mome
     for step in range(1, steps + 1):
         eta = lr * warmup_cosine(step, steps, warmup, final_frac)
         for g in o.param_groups: g['lr'] = eta
-        x, y = next(batches)
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        o.zero_grad(set_to_none=True); loss.backward()
-        if record_updates: before = torch.cat([p.detach().flatten() for p in params])
-        o.step()
-        l = float(loss.detach()); out['train_loss'].append(l); out['lrs'].append(eta)
-        if record_updates:
-            u = (before - torch.cat([p.detach().flatten() for p in params])).abs_() / eta
-            out['max_update'].append(float(u.max())); out['mean_update'].append(float(u.mean()))
+        l, u = _lm_step(model, o, params, batches, eta if record_updates else None)
+        out['train_loss'].append(l); out['lrs'].append(eta)
+        if u is not None: out['max_update'].append(float(u.max())); out['mean_update'].append(float(u.mean()))
         if hook is not None: hook(model, o, step)
         if not math.isfinite(l) or l > cap: out['diverged'] = True; break
-        if eval_every and step % eval_every == 0 and step < steps: out['val_trace'].append((step, eval_loss(model, valid, ctx)))
+        if eval_every and step % eval_every == 0 and step < steps:
+            out['val_trace'].append((step, eval_loss(model, valid, ctx)))
     out['val_loss'] = float('nan') if out['diverged'] else eval_loss(model, valid, ctx)
     if not out['diverged'] and eval_every: out['val_trace'].append((steps, out['val_loss']))
     out['seconds'] = time.perf_counter() - t0
