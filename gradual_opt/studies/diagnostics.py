@@ -101,7 +101,7 @@ def top_hessian_eig(loss_fn, # closure returning the scalar loss at the current 
                     tol:float=1e-5, # stop when the Rayleigh quotient changes by less than this, relatively
                     seed:int=0 # seed of the random start vector
                    )->tuple:
-    "Largest-magnitude Hessian eigenvalue of `loss_fn()` by power iteration: (eigenvalue, eigenvector list, iterations)."
+    "Largest-magnitude Hessian eigenvalue of `loss_fn()` by power iteration: (value, vector list, iterations)."
     if not (isinstance(iters, int) and iters >= 1): raise ValueError(f"Invalid iters value: {iters}")
     params = [p for p in params if p.requires_grad]
     with torch.enable_grad():
@@ -124,7 +124,7 @@ def top_hessian_eig(loss_fn, # closure returning the scalar loss at the current 
 # %% ../../nbs/08_diagnostics.ipynb #062c83a2
 @documented
 class HessianTop(Callback):
-    "Every `every` epochs (and before training), the top Hessian eigenvalue of the loss on a fixed batch; `plot()` draws it."
+    "Every `every` epochs and before training, the loss's top Hessian eigenvalue on a fixed batch; `plot()` draws it."
     order = 70
     def __init__(self, every:int=1, # evaluate every `every` epochs
                  iters:int=30, # maximum Hessian-vector products per evaluation
