@@ -12,14 +12,15 @@ import torch
 
 # %% ../../nbs/07_repro.ipynb #682e1188
 def out_dir():
-    "The reproduction folder (env `GRADUAL_OPT_OUT`), created on demand, or `None` when figures are not being collected."
+    "The reproduction folder (env `GRADUAL_OPT_OUT`), created on demand, or `None` when figures are not collected."
     d = os.environ.get('GRADUAL_OPT_OUT')
     if not d: return None
     d = Path(d); d.mkdir(parents=True, exist_ok=True)
     return d
 
 def is_test():
-    "True when running as a test (env `GRADUAL_OPT_TEST=1`, set by `make test` and CI): experiments may shrink, and say so."
+    "True when running as a test (env `GRADUAL_OPT_TEST=1`): experiments may shrink, and say so."
+    # `make test` and CI set it
     return os.environ.get('GRADUAL_OPT_TEST', '') not in ('', '0')
 
 def best_device():
@@ -28,7 +29,7 @@ def best_device():
 
 # %% ../../nbs/07_repro.ipynb #3067e078
 def save_fig(fig, name, dpi=110):
-    "Save matplotlib `fig` as `name`.png in the reproduction folder (a no-op outside `make reproduce`); returns the path."
+    "Save matplotlib `fig` as `name`.png in the reproduction folder (no-op outside `make reproduce`); returns the path."
     d = out_dir()
     if d is None: return None
     path = d/f'{name}.png'
@@ -43,7 +44,8 @@ def record(table, **row):
     new = not path.exists()
     if not new:
         with open(path, newline='') as f: header = next(csv.reader(f), None)
-        if header is not None and header != list(row): raise ValueError(f"record: columns {list(row)} differ from {path}'s {header}")
+        if header is not None and header != list(row):
+            raise ValueError(f"record: columns {list(row)} differ from {path}'s {header}")
     with open(path, 'a', newline='') as f:
         w = csv.DictWriter(f, fieldnames=list(row))
         if new: w.writeheader()
