@@ -183,11 +183,14 @@ def test_transformed_equals_by_hand(opt, tfs):
     for a_, b_ in zip(got, by_hand(opt_cls, tf, kw)): assert_close(a_, b_, eps=1e-7)
     assert isinstance(o, opt_cls) and isinstance(o, torch.optim.Optimizer)
 
+def _zero_params():
+    "A matrix, a one-element matrix, a one-element vector and a vector, all zero."
+    return [torch.nn.Parameter(torch.zeros(s)) for s in ((3, 4), (1, 1), (1,), (5,))]
+
 @pytest.mark.parametrize('tfs', TF_SETS)
 def test_no_nan_from_zero_and_one_element_gradients(tfs):
     "All-zero gradients and one-element tensors give finite parameters in every transform (three steps of AdamW)."
-    zero = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(1, 1)), torch.nn.Parameter(torch.zeros(1)),
-            torch.nn.Parameter(torch.zeros(5))]
+    zero = _zero_params()
     for grads in ([torch.zeros(3, 4), torch.zeros(1, 1), torch.zeros(1), torch.zeros(5)],
                   [torch.zeros(3, 4), torch.full((1, 1), 0.7), torch.full((1,), -2.), torch.randn(5)]):
         o = with_transforms(torch.optim.AdamW, *TF_SETS[tfs]())(zero, lr=1e-2)
@@ -197,8 +200,8 @@ def test_no_nan_from_zero_and_one_element_gradients(tfs):
         assert all(torch.isfinite(p).all() for p in zero), tfs
 
 def test_agradamw_no_nan_from_zero_gradients():
-    zero = [torch.nn.Parameter(torch.zeros(3, 4)), torch.nn.Parameter(torch.zeros(1, 1)), torch.nn.Parameter(torch.zeros(1)),
-            torch.nn.Parameter(torch.zeros(5))]
+    "AGRAdamW: all-zero gradients (AGR's 0/0 case) give finite parameters."
+    zero = _zero_params()
     o = AGRAdamW(zero, lr=1e-2)
     for p in zero: p.grad = torch.zeros_like(p)
     o.step(); assert all(torch.isfinite(p).all() for p in zero)
@@ -262,6 +265,7 @@ def test_pickle(runs):
     assert torch.equal(o2.state_dict()['state'][0]['exp_avg'], oB2.state_dict()['state'][0]['exp_avg'])
 
 def test_step_hooks_fire_once_per_step():
+    "The step hooks of a transformed optimizer fire once per step, not once for it and once for its parent."
     calls = []
     w = torch.nn.Parameter(torch.randn(3, 4)); oh = Opt([w], lr=1e-2)
     oh.register_step_pre_hook(lambda *a: calls.append('pre')); oh.register_step_post_hook(lambda *a: calls.append('post'))
