@@ -8,14 +8,11 @@ __all__ = ['RenamedHypers', 'PlacedCounters', 'Checkpointing', 'Scheduling', 'si
 # %% ../nbs/92b_checkpointing.ipynb #81746d1e
 import torch
 from .checks import check_positive_int, counter
+from .plumbing import group_device
 
 # %% ../nbs/92b_checkpointing.ipynb #ac678301
 _OPTIONS = ('maximize', 'foreach', 'differentiable', 'capturable', 'fused')
 # torch's flags above: never required in a checkpoint
-
-def _group_device(group):
-    ps = group['params']
-    return ps[0].device if ps else torch.device('cpu')
 
 # %% ../nbs/92b_checkpointing.ipynb #coreckpt
 def _refuse_renamed(cls, names, what:str):
@@ -59,7 +56,7 @@ class PlacedCounters:
     def _place_counters(self):
         "Every step counter as a float64 tensor on its parameters' device (a checkpoint may hold ints, or elsewhere)."
         for group in self.param_groups:
-            group['step'] = counter(group.get('step', 0), _group_device(group))
+            group['step'] = counter(group.get('step', 0), group_device(group))
             for p in group['params']:
                 st = self.state.get(p)
                 if st and 'step' in st: st['step'] = counter(st['step'], p.device)
@@ -116,7 +113,7 @@ class Scheduling:
             if total_steps is not None and 'total_steps' in group: group['total_steps'] = total_steps
             if steps_per_epoch is not None and 'steps_per_epoch' in group: group['steps_per_epoch'] = steps_per_epoch
             if not self.scheduled: continue     # nothing to restart: the count is, say, Adan's bias correction
-            if step is not None or reset: group['step'] = counter(step or 0, _group_device(group))
+            if step is not None or reset: group['step'] = counter(step or 0, group_device(group))
 
 def size_to_run(opt, # an optimizer; one without `set_schedule` (nothing scheduled) is left alone
                 total_steps:int|None, # the run's length in optimizer steps

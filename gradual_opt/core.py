@@ -10,7 +10,8 @@ __all__ = ['FUSED_BUCKET', 'run_closure', 'FusedStep', 'Partial', 'reduce_by', '
 import math, dataclasses
 import torch
 from .checks import check_lr, check_positive_int, counter, compiler_problem
-from .checkpointing import Checkpointing, Scheduling, _group_device
+from .checkpointing import Checkpointing, Scheduling
+from .plumbing import group_device
 from .signatures import documented
 
 # %% ../nbs/92_core.ipynb #84774057
@@ -37,7 +38,7 @@ class FusedStep:
         if torch.is_tensor(lr): return lr
         boxes = self.__dict__.setdefault('_lr_boxes', {})
         box = boxes.get(id(group))
-        if box is None: box = boxes[id(group)] = torch.zeros((), dtype=torch.float64, device=_group_device(group))
+        if box is None: box = boxes[id(group)] = torch.zeros((), dtype=torch.float64, device=group_device(group))
         return box.fill_(lr)
 
     def compiled_view(self, group)->dict:
@@ -160,7 +161,7 @@ class StepLoop:
         loss, shares, counts = run_closure(closure), [], {}   # shares: `Partial`s, combined once every group is done
         self._check_ready()
         for i, group in enumerate(self.param_groups):
-            if not torch.is_tensor(group['step']): group['step'] = counter(group['step'], _group_device(group))
+            if not torch.is_tensor(group['step']): group['step'] = counter(group['step'], group_device(group))
             group['step'] += 1
             if not (ps := [p for p in group['params'] if p.grad is not None]): continue
             gs = torch._foreach_neg([p.grad for p in ps]) if group['maximize'] else [p.grad for p in ps]
@@ -198,10 +199,10 @@ class GradualOptimizer(StepLoop, GlobalStatistics, FusedStep, Scheduling, Checkp
                f"{name}: a param group's parameters must be on one device; give each its own group"
                if len({p.device for p in g['params']}) > 1 else None)
         if why: self.param_groups.pop(); raise ValueError(why)
-        g['step'] = counter(g.get('step', 0), _group_device(g))
+        g['step'] = counter(g.get('step', 0), group_device(g))
         if g.get('fused'):
             why = 'fused=True and foreach=True cannot both be set' if g.get('foreach') else None
-            why = why or compiler_problem(_group_device(g))
+            why = why or compiler_problem(group_device(g))
             if why: self.param_groups.pop(); raise RuntimeError(f"{name}(fused=True): {why}. Use fused=None (eager).")
 
     def init_state(self, p, group)->dict: return {}
