@@ -12,13 +12,11 @@ from .core import GradualOptimizer, Partial
 from .registry import register
 from .checks import check_nonneg, check_in_unit, check_betas
 from .schedules import gsgd_exponent, gadam_power
-from .plumbing import batches, pick
-from .stages import (heavy_ball_, decay_, apply_, decay_apply_, scaled_sign_pow, unscaled, adam_state,
+from .stages import (heavy_ball_batches, decay_, apply_, decay_apply_, scaled_sign_pow, unscaled, adam_state,
                                 adam_upgrade_, adam_step_, moment_corrections)
 
 # %% ../nbs/02_gsgd.ipynb #e2047d0e
 _RESCALES = ('global', 'group', 'tensor', None)   # GSGD's rescale: the domain of Eq. 4's sums, or none
-_GSGD_HYPER = ('lr', 'weight_decay', 'momentum', 'dampening', 'nesterov')
 
 def _is_dtensor(t)->bool:
     "Whether `t` is a `DTensor` (imported only for tensor subclasses: a plain tensor never imports torch.distributed)."
@@ -121,14 +119,9 @@ class GSGD(Eq4Rescale, GradualOptimizer):
         return gsgd_exponent(group['step'], group['total_steps'])
     def update(self, group, params, grads, states):
         "Momentum and the sign power with this step's exponent; Algorithm 1 steps at once, Eq. 4 returns a `Partial`."
-        e, lr, wd, mom, damp, nest = self.exponent(group), *(group[k] for k in _GSGD_HYPER)
-        fresh = [mom != 0 and 'momentum_buffer' not in st for st in states]
-        for g, st in (x for x, f in zip(zip(grads, states), fresh) if f): st['momentum_buffer'] = g.detach().clone()
-        lists = [params, grads] + ([[st['momentum_buffer'] for st in states]] if mom != 0 else [])
-        if _is_dtensor(params[0]): lists = [[t.to_local() for t in l] for l in lists]   # FSDP2: this rank's shards
+        e, lr, wd = self.exponent(group), group['lr'], group['weight_decay']
         kept, stats, owner = [], [], []
-        for idx, ps, gs, *bufs in batches(group['foreach'], lists):
-            d = gs if mom == 0 else heavy_ball_(bufs[0], gs, mom, damp, nest, pick(fresh, idx))
+        for idx, ps, d in heavy_ball_batches(group, params, grads, states):
             s, m, uu, ss = scaled_sign_pow(d, e)
             if group['rescale'] is None: decay_(ps, lr, wd); apply_(ps, s, lr, list(unscaled(m, e).unbind()))  # Alg. 1
             else: kept.append((ps, s)); stats.append((m.log(), uu, ss)); owner += idx

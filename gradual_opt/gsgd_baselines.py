@@ -11,8 +11,8 @@ import torch
 from .core import GradualOptimizer, Partial
 from .registry import register
 from .checks import check_nonneg, check_in_unit
-from .plumbing import batches, pick
-from .stages import ema_, sign, heavy_ball_, scaled_sign_pow, decay_apply_
+from .plumbing import batches
+from .stages import ema_, sign, heavy_ball_batches, unit_pieces, decay_apply_
 from .gsgd import Eq4Rescale
 
 # %% ../nbs/02a_gsgd_baselines.ipynb #a5e3a9a0
@@ -72,15 +72,9 @@ class NMD(GradualOptimizer):
 
     def update(self, group, params, grads, states):
         "Momentum, then each piece's u = d/max|d| and its share of log‖d‖², as a `Partial`."
-        mom, damp, nest = group['momentum'], group['dampening'], group['nesterov']
-        fresh = [mom != 0 and 'momentum_buffer' not in st for st in states]
-        for g, st in (x for x, f in zip(zip(grads, states), fresh) if f): st['momentum_buffer'] = g.detach().clone()
-        lists = [params, grads] + ([[st['momentum_buffer'] for st in states]] if mom != 0 else [])
-        if hasattr(params[0], 'to_local'): lists = [[t.to_local() for t in l] for l in lists]   # DTensor: local shards
         kept, stats, owner = [], [], []
-        for idx, ps, gs, *bufs in batches(group['foreach'], lists):
-            d = gs if mom == 0 else heavy_ball_(bufs[0], gs, mom, damp, nest, pick(fresh, idx))
-            u, m, uu, _ = scaled_sign_pow(d, 1.)          # u = d/max|d| (GSGD's map at e = 1), uu = ‖u‖²
+        for idx, ps, d in heavy_ball_batches(group, params, grads, states):
+            u, m, uu = unit_pieces(d)                      # u = d/max|d|, uu = ‖u‖²
             kept.append((ps, u)); stats.append((m.log(), uu)); owner += idx
         lm, uu = (torch.cat(x) for x in zip(*stats))
         return Partial((2*lm + uu.log())[None], owner, (kept, lm))
