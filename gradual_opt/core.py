@@ -72,6 +72,7 @@ class Partial:
 
 def reduce_by(x:torch.Tensor, idx:torch.Tensor|None, n:int, how:str)->torch.Tensor:
     "Reduce the columns of `x` (statistics × pieces) by `how` within `n` domains (`idx[j]`: piece j's; None: one)."
+    if how not in ('sum', 'logsumexp'): raise ValueError(f"Invalid stat_reduce value: {how!r} (use 'sum' or 'logsumexp')")
     if idx is None: return x.logsumexp(1, keepdim=True) if how == 'logsumexp' else x.sum(1, keepdim=True)
     if how == 'sum': return x.new_zeros(x.shape[0], n).index_add(1, idx, x)
     ix = idx.expand(x.shape[0], -1)                # log Σ exp, shifted by each domain's max; all -inf gives -inf
